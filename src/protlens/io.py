@@ -1,0 +1,251 @@
+"""Reading sequences into AnnData (validated), joining labels, atomic writes, per-residue sidecars."""
+
+from __future__ import annotations
+
+import gzip
+import io as _io
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from . import _keys as K
+from .errors import InputError
+
+STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
+#: The 20 standard residues plus the IUPAC ambiguity/rare codes every ESM-2 vocabulary knows.
+ALLOWED = frozenset(STANDARD_AA + "XBZUO")
+GAPS = frozenset("-.")
+
+
+def _open_text(path: Path) -> _io.TextIOBase:
+    """Open plain or gzip text; universal newlines make CRLF files read like LF ones."""
+    if path.suffix == ".gz":
+        return _io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline=None)
+    return open(path, encoding="utf-8", newline=None)
+
+
+def _base_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def iter_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
+    """Yield (id, raw sequence) pairs; the id is the header up to the first whitespace."""
+    path = Path(path)
+    header: str | None = None
+    chunks: list[str] = []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith(";"):
+                continue
+            if line.startswith(">"):
+                if header is not None:
+                    yield header, "".join(chunks)
+                parts = line[1:].split()
+                if not parts:
+                    raise InputError(f"{path}:{lineno}: FASTA header without an id")
+                header, chunks = parts[0], []
+            else:
+                if header is None:
+                    raise InputError(f"{path}:{lineno}: sequence line before the first '>' header")
+                chunks.append(line)
+    if header is not None:
+        yield header, "".join(chunks)
+
+
+def clean_sequence(record_id: str, seq: str, strip_gaps: bool = False) -> str:
+    """Upper-case, drop one terminal '*', optionally strip gaps, and reject anything else."""
+    seq = "".join(seq.split()).upper()
+    if seq.endswith("*"):
+        seq = seq[:-1]
+    if strip_gaps:
+        seq = "".join(c for c in seq if c not in GAPS)
+    if not seq:
+        raise InputError(f"record '{record_id}': empty sequence")
+    for pos, c in enumerate(seq, 1):
+        if c not in ALLOWED:
+            if c in GAPS:
+                raise InputError(
+                    f"record '{record_id}': gap character '{c}' at position {pos} "
+                    "(pass --strip-gaps to remove gaps)"
+                )
+            raise InputError(
+                f"record '{record_id}': invalid character '{c}' at position {pos} "
+                "(allowed: 20 standard amino acids and X B Z U O)"
+            )
+    return seq
+
+
+def _check_unique(ids: list[str], source: str) -> None:
+    dups = sorted(k for k, n in Counter(ids).items() if n > 1)
+    if dups:
+        shown = ", ".join(dups[:10]) + (" ..." if len(dups) > 10 else "")
+        raise InputError(f"{source}: {len(dups)} duplicate id(s): {shown}")
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    sep = "\t" if _base_suffix(path) in {".tsv", ".tab"} else ","
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot parse as a table: {str(e).splitlines()[0]}") from None
+
+
+def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Iterable[str], what: str, path: Path) -> str:
+    if wanted is not None:
+        if wanted not in df.columns:
+            raise InputError(f"{path}: no column '{wanted}' (columns: {', '.join(df.columns)})")
+        return wanted
+    lower = {c.lower(): c for c in df.columns}
+    for cand in candidates:
+        if cand in lower:
+            return lower[cand]
+    raise InputError(f"{path}: cannot find the {what} column (columns: {', '.join(df.columns)}); name it explicitly")
+
+
+def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input", strip_gaps: bool = False,
+                         obs: pd.DataFrame | None = None) -> ad.AnnData:
+    """Validate ids and sequences and wrap them in an AnnData with an empty (n x 0) X."""
+    if not ids:
+        raise InputError(f"{source}: no sequences found")
+    _check_unique(ids, source)
+    clean = [clean_sequence(i, s, strip_gaps) for i, s in zip(ids, seqs)]
+    frame = pd.DataFrame({K.SEQUENCE: clean, K.LENGTH: [len(s) for s in clean]}, index=pd.Index(ids, name=None))
+    if obs is not None:
+        for col in obs.columns:
+            frame[col] = obs[col].to_numpy()
+    frame.index = frame.index.astype(str)
+    adata = ad.AnnData(X=np.zeros((len(ids), 0), dtype=np.float32), obs=frame)
+    adata.uns["source"] = str(source)
+    return adata
+
+
+def read_sequences(path: str | Path, id_col: str | None = None, seq_col: str | None = None,
+                   label_cols: list[str] | None = None, strip_gaps: bool = False) -> ad.AnnData:
+    """Read FASTA (plain/.gz, multi-line, CRLF) or CSV/TSV into a validated AnnData.
+
+    Tables need an id and a sequence column (auto-detected by name unless given); ``label_cols``
+    (default: every other column) go to ``obs``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    kind = _base_suffix(path)
+    if kind in {".csv", ".tsv", ".tab"}:
+        df = _read_table(path)
+        icol = _pick_column(df, id_col, ["id", "name", "entry", "accession"], "id", path)
+        scol = _pick_column(df, seq_col, ["sequence", "seq"], "sequence", path)
+        rest = [c for c in df.columns if c not in (icol, scol)] if label_cols is None else label_cols
+        missing = [c for c in rest if c not in df.columns]
+        if missing:
+            raise InputError(f"{path}: no column(s) {', '.join(missing)}")
+        obs = df[rest].replace("", np.nan)
+        return sequences_to_anndata(df[icol].astype(str).tolist(), df[scol].tolist(), str(path), strip_gaps, obs)
+    records = list(iter_fasta(path))
+    if not records and kind not in {".fa", ".fasta", ".faa", ".fas", ".fna", ""}:
+        raise InputError(f"{path}: unknown format '{kind}' (expected FASTA, CSV or TSV)")
+    return sequences_to_anndata([r[0] for r in records], [r[1] for r in records], str(path), strip_gaps)
+
+
+def join_labels(adata: ad.AnnData, labels: str | Path | pd.DataFrame, id_col: str | None = None,
+                columns: list[str] | None = None) -> dict[str, list[str]]:
+    """Join a labels table into ``adata.obs`` by id, in place.
+
+    Returns the ids missing on each side (``{"no_label": [...], "no_sequence": [...]}``) so the
+    caller reports them; nothing is dropped.
+    """
+    if isinstance(labels, pd.DataFrame):
+        df, src = labels.astype(str), "labels"
+    else:
+        src = str(labels)
+        if not Path(labels).exists():
+            raise InputError(f"{labels}: file not found")
+        df = _read_table(Path(labels))
+    icol = _pick_column(df, id_col, ["id", "name", "entry", "accession"], "id", Path(src))
+    _check_unique(df[icol].astype(str).tolist(), src)
+    df = df.set_index(df[icol].astype(str)).drop(columns=[icol])
+    cols = list(df.columns) if columns is None else columns
+    for c in cols:
+        if c not in df.columns:
+            raise InputError(f"{src}: no column '{c}' (columns: {', '.join(df.columns)})")
+        if c in (K.SEQUENCE, K.LENGTH):
+            raise InputError(f"{src}: label column '{c}' would overwrite a protlens column")
+        adata.obs[c] = df[c].replace("", np.nan).reindex(adata.obs_names).to_numpy()
+    have = set(df.index)
+    ids = set(adata.obs_names)
+    return {
+        "no_label": [i for i in adata.obs_names if i not in have],
+        "no_sequence": sorted(have - ids),
+    }
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _sanitize_uns(obj):
+    """h5ad cannot store None or tuples in uns: map them to storable values recursively."""
+    if isinstance(obj, dict):
+        return {str(k): _sanitize_uns(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        items = [_sanitize_uns(v) for v in obj]
+        if all(isinstance(v, (int, float, np.number)) for v in items) or all(isinstance(v, str) for v in items):
+            return np.asarray(items)
+        return {str(i): v for i, v in enumerate(items)}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
+    """Write an AnnData atomically (a killed write never leaves a truncated file)."""
+    adata.uns = _sanitize_uns(dict(adata.uns))
+    for col in adata.obs.columns:
+        if adata.obs[col].dtype == object:
+            adata.obs[col] = adata.obs[col].astype("string")
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Read an h5ad with a one-line error when it is missing or not an AnnData file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        return ad.read_h5ad(path)
+    except (OSError, KeyError) as e:
+        raise InputError(f"{path}: not a readable .h5ad file ({e})") from None
+
+
+def residue_key(record_id: str) -> str:
+    """HDF5-safe dataset name for any FASTA header ('/' and '.' would otherwise mean groups/paths)."""
+    return quote(record_id, safe="").replace(".", "%2E") or "%00"
+
+
+def residue_id(key: str) -> str:
+    """Inverse of :func:`residue_key`."""
+    return "" if key == "%00" else unquote(key)

@@ -1,0 +1,84 @@
+"""One entry point for every model protlens can use: :func:`load_model`.
+
+Accepted names: ESM-2 hub names (``esm2_t6_8M_UR50D`` or ``facebook/esm2_t6_8M_UR50D``), a local
+HF folder, a fair-esm ``.pt`` checkpoint, a ``.safetensors`` file, the bundled ``protlens-small``,
+and the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from ..errors import InputError
+from .alphabet import ESM_ALPHABET, ESM_TOKENS, Alphabet
+from .esm import (
+    ESM2_ARCHS,
+    EsmPLM,
+    PLMOutput,
+    esm2_config,
+    load_fairesm_checkpoint,
+    load_hf_folder,
+    load_hub,
+    load_safetensors_file,
+)
+from .kmer import KmerEmbedder
+
+BUNDLED = {"protlens-small"}
+
+
+def bundled_path(name: str) -> Path:
+    """Folder of a model shipped inside the package."""
+    return Path(str(resources.files("protlens") / "data" / "models" / name))
+
+
+def available_bundled() -> list[str]:
+    """Bundled models actually present in this install."""
+    return [n for n in sorted(BUNDLED) if (bundled_path(n) / "config.json").exists()]
+
+
+def default_model_name() -> str:
+    """The best model a fresh offline install has: protlens-small if shipped, else 3-mer profiles."""
+    return "protlens-small" if "protlens-small" in available_bundled() else "kmer"
+
+
+def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
+    """Load any supported model; raises :class:`InputError` with a one-line reason otherwise."""
+    name = str(name_or_path)
+    m = re.fullmatch(r"kmer(\d*)", name)
+    if m:
+        ks = tuple(int(c) for c in m.group(1)) or (3,)
+        if any(k < 1 or k > 4 for k in ks):
+            raise InputError(f"model '{name}': k-mer sizes must be 1..4")
+        return KmerEmbedder(ks)
+    if name in BUNDLED:
+        folder = bundled_path(name)
+        if not (folder / "config.json").exists():
+            raise InputError(f"model '{name}' is not shipped in this install of protlens")
+        return load_hf_folder(folder, name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir():
+            return load_hf_folder(path)
+        if path.suffix == ".pt":
+            plm = EsmPLM(load_fairesm_checkpoint(path), path.stem, str(path))
+            return plm
+        if path.suffix == ".safetensors":
+            return load_safetensors_file(path)
+        raise InputError(f"{path}: unknown model file type (expected a folder, .pt or .safetensors)")
+    short = name.split("/")[-1]
+    if short in ESM2_ARCHS and (name == short or name.startswith("facebook/")):
+        return load_hub(f"facebook/{short}")
+    if "/" in name and not name.startswith((".", "/")):
+        return load_hub(name)
+    raise InputError(
+        f"unknown model '{name}': not a file or folder, not an ESM-2 name "
+        f"({', '.join(ESM2_ARCHS)}), not 'kmer' or a bundled model ({', '.join(sorted(BUNDLED))})"
+    )
+
+
+__all__ = [
+    "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM2_ARCHS", "EsmPLM", "KmerEmbedder", "PLMOutput",
+    "available_bundled", "bundled_path", "default_model_name", "esm2_config", "load_model",
+]

@@ -1,0 +1,336 @@
+"""ESM-2 from any source (HF hub name, local HF folder, fair-esm ``.pt``, safetensors) as one class.
+
+Weights always live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports). Inference
+runs through :class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those
+same parameters: fused QKV projection, rotary tables cached per length, PyTorch SDPA attention,
+early exit after the deepest requested layer. Tests hold it to <= 1e-4 of fair-esm and HF outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError
+from .alphabet import ESM_ALPHABET, Alphabet
+
+#: (layers, hidden) -> heads for the published ESM-2 sizes (needed when a checkpoint has no config).
+ESM2_ARCHS = {
+    "esm2_t6_8M_UR50D": (6, 320, 20),
+    "esm2_t12_35M_UR50D": (12, 480, 20),
+    "esm2_t30_150M_UR50D": (30, 640, 20),
+    "esm2_t33_650M_UR50D": (33, 1280, 20),
+    "esm2_t36_3B_UR50D": (36, 2560, 40),
+    "esm2_t48_15B_UR50D": (48, 5120, 40),
+}
+_HEADS_BY_SHAPE = {(n, d): h for n, d, h in ESM2_ARCHS.values()}
+
+
+def esm2_config(num_layers: int, hidden_size: int, num_heads: int, max_positions: int = 1026,
+                token_dropout: bool = True, intermediate_size: int | None = None):
+    """An HF ``EsmConfig`` for an ESM-2 architecture of the given size."""
+    from transformers import EsmConfig
+
+    return EsmConfig(
+        vocab_size=len(ESM_ALPHABET), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, intermediate_size=intermediate_size or 4 * hidden_size,
+        max_position_embeddings=max_positions, position_embedding_type="rotary",
+        token_dropout=token_dropout, emb_layer_norm_before=False, layer_norm_eps=1e-5,
+        mask_token_id=ESM_ALPHABET.mask_idx, pad_token_id=ESM_ALPHABET.pad_idx,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def _fairesm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename fair-esm ESM-2 parameters to HF ``EsmForMaskedLM`` names."""
+    prefix = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
+    state = {prefix.sub("", k): v for k, v in state.items()}
+    layer_map = {
+        "self_attn.q_proj": "attention.self.query",
+        "self_attn.k_proj": "attention.self.key",
+        "self_attn.v_proj": "attention.self.value",
+        "self_attn.out_proj": "attention.output.dense",
+        "self_attn_layer_norm": "attention.LayerNorm",
+        "fc1": "intermediate.dense",
+        "fc2": "output.dense",
+        "final_layer_norm": "LayerNorm",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        m = re.match(r"layers\.(\d+)\.(.+)\.(weight|bias)$", k)
+        if m and m.group(2) in layer_map:
+            out[f"esm.encoder.layer.{m.group(1)}.{layer_map[m.group(2)]}.{m.group(3)}"] = v
+        elif k == "embed_tokens.weight":
+            out["esm.embeddings.word_embeddings.weight"] = v
+        elif k.startswith("emb_layer_norm_after."):
+            out["esm.encoder." + k] = v
+        elif k == "lm_head.weight":
+            out["lm_head.decoder.weight"] = v
+        elif k.startswith("lm_head."):
+            out[k] = v
+        elif k.startswith("contact_head."):
+            out["esm." + k] = v
+        # rotary inv_freq buffers are recomputed
+    return out
+
+
+def _hf_from_state(state: dict[str, torch.Tensor], num_heads: int | None, token_dropout: bool = True):
+    """Build an ``EsmForMaskedLM`` from HF-named parameters, inferring the architecture."""
+    from transformers import EsmForMaskedLM
+
+    emb = state["esm.embeddings.word_embeddings.weight"]
+    hidden = emb.shape[1]
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"esm\.encoder\.layer\.(\d+)\.", k)))
+    inter = state["esm.encoder.layer.0.intermediate.dense.weight"].shape[0]
+    heads = num_heads or _HEADS_BY_SHAPE.get((layers, hidden))
+    if heads is None:
+        raise InputError(
+            f"checkpoint with {layers} layers x {hidden} dims is not a published ESM-2 size: "
+            "pass a folder with config.json to give the number of attention heads"
+        )
+    model = EsmForMaskedLM(esm2_config(layers, hidden, heads, token_dropout=token_dropout, intermediate_size=inter))
+    state = {k: v.float() for k, v in state.items()}
+    if "lm_head.decoder.weight" not in state:
+        state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if "rotary" not in k and "contact_head" not in k and "position_ids" not in k]
+    if missing or unexpected:
+        raise InputError(f"checkpoint does not match ESM-2: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
+
+
+def load_fairesm_checkpoint(path: Path):
+    """Read a fair-esm ``.pt`` safely: ``weights_only=True`` with only ``argparse.Namespace`` allowed."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an unpickling error names the forbidden global
+        raise InputError(f"{path}: not a loadable fair-esm checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "model" not in data:
+        raise InputError(f"{path}: no 'model' state dict in checkpoint")
+    cfg = data.get("cfg", {})
+    cfg = cfg.get("model", cfg) if isinstance(cfg, dict) else cfg
+    heads = getattr(cfg, "encoder_attention_heads", None)
+    token_dropout = bool(getattr(cfg, "token_dropout", True))
+    return _hf_from_state(_fairesm_to_hf(data["model"]), heads, token_dropout)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+@dataclass
+class PLMOutput:
+    """What one forward pass returns: hidden states by layer (0 = embeddings) and optional logits."""
+
+    hidden: dict[int, torch.Tensor]
+    logits: torch.Tensor | None = None
+
+
+class EsmPLM(nn.Module):
+    """An ESM-2 model ready for inference and scoring, whatever file it came from."""
+
+    has_logits = True
+    is_neural = True
+
+    def __init__(self, hf_model, name: str, source: str, alphabet: Alphabet = ESM_ALPHABET) -> None:
+        super().__init__()
+        self.hf = hf_model.eval()
+        self.name = name
+        self.source = source
+        self.alphabet = alphabet
+        cfg = hf_model.config
+        self.num_layers: int = cfg.num_hidden_layers
+        self.hidden_size: int = cfg.hidden_size
+        self.num_heads: int = cfg.num_attention_heads
+        # ESM-2 was trained on 1024-token crops (1022 residues + BOS/EOS); HF configs say 1026
+        self.max_residues: int = min(cfg.max_position_embeddings - 4, 1022)
+        self.token_dropout: bool = bool(cfg.token_dropout)
+        self._rope_cache: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    # -- provenance -------------------------------------------------------------------------------
+    @property
+    def weights_hash(self) -> str:
+        """sha256 over all parameters (name + bytes), stable across file formats."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.hf.state_dict().items()):
+            if "rotary" in k or "position_ids" in k:
+                continue
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    def _apply(self, fn, recurse=True):  # .to()/.half() invalidate derived tensors
+        self._fused = None
+        self._rope_cache = {}
+        return super()._apply(fn, recurse)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def _fused_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self._fused is None:
+            scale = (self.hidden_size // self.num_heads) ** -0.5
+            fused = []
+            for layer in self.hf.esm.encoder.layer:
+                s = layer.attention.self
+                # fold the 1/sqrt(d) query scaling into the weights: one matmul, no extra multiply
+                w = torch.cat([s.query.weight * scale, s.key.weight, s.value.weight]).detach()
+                b = torch.cat([s.query.bias * scale, s.key.bias, s.value.bias]).detach()
+                fused.append((w, b))
+            self._fused = fused
+        return self._fused
+
+    def _rope(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (length, device, dtype)
+        if key not in self._rope_cache:
+            dim = self.hidden_size // self.num_heads
+            inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
+            freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            if len(self._rope_cache) > 64:
+                self._rope_cache.clear()
+            self._rope_cache[key] = (emb.cos().to(dtype), emb.sin().to(dtype))
+        return self._rope_cache[key]
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings with ESM-2's token-dropout rescaling (layer 0 of the model)."""
+        x = self.hf.esm.embeddings.word_embeddings(tokens)
+        return self._scale_embeddings(x, tokens)
+
+    def _scale_embeddings(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        pad = tokens.eq(self.alphabet.pad_idx)
+        if self.token_dropout:
+            is_mask = tokens.eq(self.alphabet.mask_idx)
+            x = x.masked_fill(is_mask.unsqueeze(-1), 0.0)
+            observed = is_mask.sum(-1).to(x.dtype) / (~pad).sum(-1).to(x.dtype)
+            x = x * (1 - 0.15 * 0.8) / (1 - observed)[:, None, None]
+        return x.masked_fill(pad.unsqueeze(-1), 0.0)
+
+    def forward(self, tokens: torch.Tensor, repr_layers: tuple[int, ...] | list[int] = (-1,),
+                return_logits: bool = False, inputs_embeds: torch.Tensor | None = None) -> PLMOutput:
+        """Hidden states of ``repr_layers`` (fair-esm numbering: 0 = embeddings, -1 = last).
+
+        ``inputs_embeds`` (already scaled, as from :meth:`embed_tokens`) lets attribution methods
+        differentiate with respect to the embedding layer.
+        """
+        layers = sorted({self.resolve_layer(i) for i in repr_layers})
+        deepest = self.num_layers if return_logits else (layers[-1] if layers else 0)
+        x = self.embed_tokens(tokens) if inputs_embeds is None else inputs_embeds
+        pad = tokens.eq(self.alphabet.pad_idx)
+        B, T, D = x.shape
+        H = self.num_heads
+        mask = None if not pad.any() else (~pad)[:, None, None, :]
+        cos, sin = self._rope(T, x.device, x.dtype)
+        hidden: dict[int, torch.Tensor] = {}
+        if 0 in layers:
+            hidden[0] = x
+        fused = self._fused_qkv()
+        enc = self.hf.esm.encoder
+        for i in range(deepest):
+            layer = enc.layer[i]
+            att = layer.attention
+            h = F.layer_norm(x, (D,), att.LayerNorm.weight, att.LayerNorm.bias, att.LayerNorm.eps)
+            qkv = F.linear(h, *fused[i]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            a = a.transpose(1, 2).reshape(B, T, D)
+            x = x + att.output.dense(a)
+            h = F.layer_norm(x, (D,), layer.LayerNorm.weight, layer.LayerNorm.bias, layer.LayerNorm.eps)
+            x = x + layer.output.dense(F.gelu(layer.intermediate.dense(h)))
+            if i + 1 == self.num_layers:
+                x = enc.emb_layer_norm_after(x)
+            if i + 1 in layers:
+                hidden[i + 1] = x
+        logits = self.hf.lm_head(x) if return_logits else None
+        return PLMOutput(hidden=hidden, logits=logits)
+
+    def resolve_layer(self, layer: int) -> int:
+        """Map negative layer numbers to 0..num_layers, rejecting out-of-range ones."""
+        idx = layer + self.num_layers + 1 if layer < 0 else layer
+        if not 0 <= idx <= self.num_layers:
+            raise InputError(f"layer {layer} out of range for {self.name} ({self.num_layers} layers; 0..{self.num_layers} or negative)")
+        return idx
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Export as an HF folder (safetensors) that :func:`protlens.models.load_model` reads."""
+        self.hf.save_pretrained(path, safe_serialization=True)
+        _write_vocab(Path(path))
+
+
+def _write_vocab(path: Path) -> None:
+    (path / "vocab.txt").write_text("\n".join(ESM_ALPHABET.tokens) + "\n")
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "EsmTokenizer", "model_max_length": 1024}))
+
+
+def check_vocab(folder: Path) -> None:
+    """Refuse HF folders whose vocabulary differs from ESM-2's (ids would silently mean other residues)."""
+    vocab = folder / "vocab.txt"
+    if vocab.exists():
+        toks = tuple(t.strip() for t in vocab.read_text().splitlines() if t.strip())
+        if toks != ESM_ALPHABET.tokens:
+            raise InputError(f"{folder}: vocab.txt differs from the ESM-2 vocabulary; not an ESM-2 model")
+
+
+def load_hf_folder(folder: Path, name: str | None = None) -> EsmPLM:
+    """Load a local HF ESM folder (config.json + safetensors/bin weights)."""
+    from transformers import EsmForMaskedLM
+
+    check_vocab(folder)
+    try:
+        model = EsmForMaskedLM.from_pretrained(folder, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{folder}: cannot load as an HF ESM model ({str(e).splitlines()[0]})") from None
+    return EsmPLM(model, name or folder.name, str(folder))
+
+
+def load_hub(repo: str) -> EsmPLM:
+    """Load from the HF cache, reaching the hub only if the model is not cached and we are online."""
+    from transformers import EsmForMaskedLM
+
+    last: Exception | None = None
+    for local_only in (True, False):
+        if not local_only and os.environ.get("HF_HUB_OFFLINE") == "1":
+            break
+        try:
+            model = EsmForMaskedLM.from_pretrained(repo, dtype=torch.float32, local_files_only=local_only)
+            return EsmPLM(model, repo.split("/")[-1], f"hf-hub:{repo}")
+        except Exception as e:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
+            last = e
+    raise InputError(
+        f"model '{repo}' is not in the local Hugging Face cache and the hub cannot be reached "
+        f"({type(last).__name__}); download it elsewhere and pass the folder or .pt file as --model PATH"
+    )
+
+
+def load_safetensors_file(path: Path) -> EsmPLM:
+    """A lone ``.safetensors`` file in HF or fair-esm naming (config.json beside it is used if present)."""
+    from safetensors.torch import load_file
+
+    if (path.parent / "config.json").exists():
+        return load_hf_folder(path.parent, path.stem)
+    state = load_file(path)
+    if any(k.startswith("esm.") for k in state):
+        model = _hf_from_state(state, None)
+    else:
+        model = _hf_from_state(_fairesm_to_hf(state), None)
+    return EsmPLM(model, path.stem, str(path))

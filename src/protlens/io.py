@@ -249,3 +249,34 @@ def residue_key(record_id: str) -> str:
 def residue_id(key: str) -> str:
     """Inverse of :func:`residue_key`."""
     return "" if key == "%00" else unquote(key)
+
+
+def write_residues(path: str | Path, arrays: dict[str, np.ndarray], group: str = "") -> None:
+    """Append per-residue arrays (one dataset per record, escaped keys) to a sidecar HDF5."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        g = f.require_group(group) if group else f
+        for rid, arr in arrays.items():
+            key = residue_key(rid)
+            if key in g:
+                del g[key]
+            g.create_dataset(key, data=arr)
+
+
+def read_residues(path: str | Path, ids: Iterable[str], group: str = "") -> list[np.ndarray]:
+    """Per-residue arrays for ``ids`` from a sidecar HDF5; names the first missing record."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: per-residue file not found")
+    out = []
+    with h5py.File(path, "r") as f:
+        g = f[group] if group else f
+        for rid in ids:
+            key = residue_key(rid)
+            if key not in g:
+                raise InputError(f"record '{rid}': no per-residue array in {path}{'/' + group if group else ''}")
+            out.append(g[key][()])
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import typer
 
@@ -15,8 +16,21 @@ from .errors import InputError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Protein language model embeddings you can cluster, evaluate, explain and train.")
 
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    """Protein language model embeddings you can cluster, evaluate, explain and train."""
+    if version:
+        from . import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 #: Modules whose ``register(app)`` adds subcommands (one line per area).
 SUBCOMMAND_MODULES = [
+    "protlens.pp.cli",
 ]
 
 for _mod in SUBCOMMAND_MODULES:
@@ -25,8 +39,13 @@ for _mod in SUBCOMMAND_MODULES:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"protlens: warning: {message}\n"
     try:
         app()
     except InputError as e:
         typer.echo(f"protlens: error: {e}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -215,17 +215,14 @@ def _sanitize_uns(obj):
         if all(isinstance(v, (int, float, np.number)) for v in items) or all(isinstance(v, str) for v in items):
             return np.asarray(items)
         return {str(i): v for i, v in enumerate(items)}
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, str)):
+        return str(obj)  # also plain-ifies str subclasses such as torch's TorchVersion
     return obj
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
     """Write an AnnData atomically (a killed write never leaves a truncated file)."""
     adata.uns = _sanitize_uns(dict(adata.uns))
-    for col in adata.obs.columns:
-        if adata.obs[col].dtype == object:
-            adata.obs[col] = adata.obs[col].astype("string")
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
 
@@ -280,3 +277,20 @@ def read_residues(path: str | Path, ids: Iterable[str], group: str = "") -> list
                 raise InputError(f"record '{rid}': no per-residue array in {path}{'/' + group if group else ''}")
             out.append(g[key][()])
     return out
+
+
+def read_input(path: str | Path, labels: str | Path | None = None, id_col: str | None = None,
+               label_cols: list[str] | None = None, strip_gaps: bool = False) -> ad.AnnData:
+    """Sequences plus an optional labels table, with ids missing on either side reported as a warning."""
+    import warnings
+
+    adata = read_sequences(path, strip_gaps=strip_gaps)
+    if labels is not None:
+        missing = join_labels(adata, labels, id_col=id_col, columns=label_cols)
+        for side, what in (("no_label", "sequences without a label row"), ("no_sequence", "label rows without a sequence")):
+            ids = missing[side]
+            if ids:
+                shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+                warnings.warn(f"{labels}: {len(ids)} {what}: {shown}", stacklevel=2)
+        adata.uns["labels_missing"] = {k: len(v) for k, v in missing.items()}
+    return adata

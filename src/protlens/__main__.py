@@ -1,0 +1,5 @@
+"""``python -m protlens``."""
+
+from .cli import main
+
+main()

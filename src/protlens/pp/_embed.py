@@ -1,0 +1,401 @@
+"""The embedding engine: length-sorted token-budget batches, windows past the model's reach,
+out-of-memory back-off, and crash-safe resumable progress.
+
+Work is planned once from the whole input (a list of batches of *chunks*; a chunk is a sequence or
+one window of a long sequence), so a resumed run recomputes exactly the batches an uninterrupted
+run would have, and its results are bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import _keys as K
+from ..errors import InputError
+from ..io import atomic_path, write_residues
+from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
+
+POOLINGS = ("mean", "bos")
+
+
+@dataclass
+class EmbedResult:
+    """Pooled embeddings per resolved layer, and per-residue arrays when asked for."""
+
+    pooled: dict[int, np.ndarray]
+    per_residue: dict[int, list[np.ndarray]] | None = None
+    n_windowed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Residues ``start:end`` of sequence ``seq`` (the whole sequence unless it is windowed)."""
+
+    seq: int
+    start: int
+    end: int
+
+
+@dataclass
+class Plan:
+    """Windows and batches for one input; deterministic for the same input and settings."""
+
+    chunks: list[Chunk]
+    batches: list[list[int]]  # indices into chunks
+    windowed: list[int] = field(default_factory=list)
+
+
+def window_spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """Overlapping windows covering ``length`` residues, the last one flush with the end."""
+    if length <= window:
+        return [(0, length)]
+    if not 0 <= overlap < window:
+        raise InputError(f"window overlap {overlap} must be in [0, window={window})")
+    stride = window - overlap
+    starts = list(range(0, length - window, stride)) + [length - window]
+    return [(s, s + window) for s in starts]
+
+
+def plan_batches(lengths: Sequence[int], window: int | None, overlap: int, max_tokens: int,
+                 truncate: bool = False) -> Plan:
+    """Split long sequences into windows and pack chunks, longest first, under a padded-token budget."""
+    chunks: list[Chunk] = []
+    windowed: list[int] = []
+    for i, n in enumerate(lengths):
+        if window is None:
+            chunks.append(Chunk(i, 0, n))
+        elif truncate:
+            chunks.append(Chunk(i, 0, min(n, window)))
+        else:
+            spans = window_spans(n, window, overlap)
+            if len(spans) > 1:
+                windowed.append(i)
+            chunks.extend(Chunk(i, s, e) for s, e in spans)
+    order = sorted(range(len(chunks)), key=lambda c: (-(chunks[c].end - chunks[c].start), c))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    cur_width = 0
+    for c in order:
+        width = chunks[c].end - chunks[c].start + 2
+        if cur and max(cur_width, width) * (len(cur) + 1) > max_tokens:
+            batches.append(cur)
+            cur, cur_width = [], 0
+        cur.append(c)
+        cur_width = max(cur_width, width)
+    if cur:
+        batches.append(cur)
+    return Plan(chunks, batches, windowed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device '{device}' (auto, cpu, cuda, cuda:N, mps)") from None
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class _Progress:
+    """Crash-safe store of finished batches: one atomically written ``.npz`` per flush."""
+
+    def __init__(self, folder: Path | None, fingerprint: str) -> None:
+        self.folder = folder
+        self.done: dict[int, dict[str, np.ndarray]] = {}
+        if folder is None:
+            return
+        meta = folder / "fingerprint.txt"
+        if folder.exists() and (not meta.exists() or meta.read_text() != fingerprint):
+            shutil.rmtree(folder)  # settings or input changed: old progress is not ours to reuse
+        folder.mkdir(parents=True, exist_ok=True)
+        meta.write_text(fingerprint)
+        for part in sorted(folder.glob("part-*.npz")):
+            with np.load(part) as z:
+                arrays = {k: z[k] for k in z.files}
+            for b in arrays.pop("batches").tolist():
+                self.done[b] = {k[len(f"b{b}/"):]: v for k, v in arrays.items() if k.startswith(f"b{b}/")}
+        self.pending: dict[int, dict[str, np.ndarray]] = {}
+        self._n = len(list(folder.glob("part-*.npz")))
+
+    def add(self, batch: int, arrays: dict[str, np.ndarray]) -> None:
+        self.done[batch] = arrays
+        if self.folder is not None:
+            self.pending[batch] = arrays
+
+    def flush(self) -> None:
+        if self.folder is None or not self.pending:
+            return
+        payload = {f"b{b}/{k}": v for b, arrs in self.pending.items() for k, v in arrs.items()}
+        payload["batches"] = np.array(sorted(self.pending), dtype=np.int64)
+        with atomic_path(self.folder / f"part-{self._n:06d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **payload)
+        self._n += 1
+        self.pending = {}
+
+    def remove(self) -> None:
+        if self.folder is not None and self.folder.exists():
+            shutil.rmtree(self.folder)
+
+
+def _fingerprint(model: EsmPLM, seqs: Sequence[str], settings: dict) -> str:
+    h = hashlib.sha256()
+    h.update(model.weights_hash.encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for s in seqs:
+        h.update(s.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _run_batch(model: EsmPLM, seqs: Sequence[str], chunks: list[Chunk], layers: list[int],
+               device: torch.device, keep: list[bool]) -> dict[str, np.ndarray]:
+    """Forward one batch: per-chunk BOS vectors and residue sums, and residue arrays where ``keep``."""
+    pieces = [seqs[c.seq][c.start : c.end] for c in chunks]
+    toks, mask = model.alphabet.batch(pieces)
+    out = model(torch.from_numpy(toks).to(device), repr_layers=layers)
+    res_mask = torch.from_numpy(mask)
+    res_mask[:, 0] = False
+    res_mask[torch.arange(len(pieces)), torch.tensor([len(p) + 1 for p in pieces])] = False
+    m = res_mask.to(device).unsqueeze(-1).to(torch.float32)
+    result: dict[str, np.ndarray] = {}
+    for layer in layers:
+        hid = out.hidden[layer].to(torch.float32)
+        result[f"bos{layer}"] = hid[:, 0].cpu().numpy()
+        result[f"sum{layer}"] = (hid * m).sum(1).cpu().numpy()
+        for j, p in enumerate(pieces):
+            if keep[j]:
+                result[f"res{layer}_{j}"] = hid[j, 1 : len(p) + 1].cpu().numpy()
+    return result
+
+
+def _forward_with_backoff(model, seqs, chunks, layers, device, keep) -> dict[str, np.ndarray]:
+    """Run a batch; on out-of-memory, run its halves instead (down to one chunk)."""
+    try:
+        return _run_batch(model, seqs, chunks, layers, device, keep)
+    except (RuntimeError, torch.OutOfMemoryError) as e:
+        if not _is_oom(e) or len(chunks) == 1:
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(chunks) // 2
+        a = _forward_with_backoff(model, seqs, chunks[:half], layers, device, keep[:half])
+        b = _forward_with_backoff(model, seqs, chunks[half:], layers, device, keep[half:])
+        merged = {k: np.concatenate([a[k], b[k]]) for k in a if not k.startswith("res")}
+        merged.update({k: v for k, v in a.items() if k.startswith("res")})
+        for k, v in b.items():
+            if k.startswith("res"):
+                layer, j = k[3:].split("_")
+                merged[f"res{layer}_{int(j) + half}"] = v
+        return merged
+
+
+def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[str],
+                    layers: Sequence[int] = (-1,), pooling: str = "mean", per_residue: bool = False,
+                    max_tokens: int = 4096, device: str = "auto", dtype: str = "fp32",
+                    truncate: bool = False, window: int | None = None, overlap: int = 256,
+                    resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
+                    progress: bool = True) -> EmbedResult:
+    """Embed sequences with any model; see the module docstring for how work is planned.
+
+    ``window`` defaults to the model's reach (1022 residues for ESM-2); longer sequences are split
+    into windows overlapping by ``overlap`` residues and per-residue states are averaged where
+    windows overlap. A larger ``window`` is allowed (rotary positions extrapolate) but ESM-2 was
+    trained on at most 1022 residues. ``truncate=True`` instead keeps only the first ``window`` residues (what
+    fair-esm's extract.py does). ``resume_dir`` keeps finished batches so a killed run continues.
+    """
+    if pooling not in POOLINGS:
+        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    if isinstance(model, (str, type(None))):
+        model = load_model(model or default_model_name())
+    t0 = time.perf_counter()
+    if isinstance(model, KmerEmbedder):
+        if per_residue:
+            raise InputError("the k-mer baseline has no per-residue embeddings")
+        return EmbedResult(pooled={0: model.embed(list(seqs))}, seconds=time.perf_counter() - t0)
+    if max_tokens < 8:
+        raise InputError(f"--max-tokens {max_tokens} is too small")
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    dev = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    layer_ids = [model.resolve_layer(i) for i in layers]
+    unique_layers = sorted(set(layer_ids))
+    win = window or model.max_residues
+    plan = plan_batches([len(s) for s in seqs], win, overlap, max_tokens, truncate)
+    settings = dict(layers=unique_layers, window=win, overlap=overlap, max_tokens=max_tokens, truncate=truncate,
+                    dtype=dtype, per_residue=per_residue)
+    store = _Progress(Path(resume_dir) if resume_dir else None, _fingerprint(model, seqs, settings))
+
+    if model.device != dev or model.dtype != torch_dtype:
+        model.to(device=dev, dtype=torch_dtype)
+    model.eval()
+    n_res = sum(c.end - c.start for c in plan.chunks)
+    todo = [b for b in range(len(plan.batches)) if b not in store.done]
+    windowed = set(plan.windowed)
+    last_flush = time.monotonic()
+    with _progress_bar(progress, len(seqs), n_res) as bar, torch.inference_mode():
+        for b in range(len(plan.batches)):
+            chunks = [plan.chunks[c] for c in plan.batches[b]]
+            if b in todo:
+                keep = [per_residue or c.seq in windowed for c in chunks]
+                store.add(b, _forward_with_backoff(model, seqs, chunks, unique_layers, dev, keep))
+                if time.monotonic() - last_flush >= checkpoint_every:
+                    store.flush()
+                    last_flush = time.monotonic()
+            bar(len({c.seq for c in chunks}), sum(c.end - c.start for c in chunks))
+    store.flush()
+    result = _assemble(seqs, plan, store.done, unique_layers, layer_ids, pooling, per_residue, model.hidden_size)
+    result.seconds = time.perf_counter() - t0
+    store.remove()
+    return result
+
+
+def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_residue, dim) -> EmbedResult:
+    """Stitch chunk results into per-sequence outputs: windows are averaged where they overlap,
+    and the mean pooling of a windowed sequence is the mean of its stitched residue states."""
+    n = len(seqs)
+    windowed = set(plan.windowed)
+    stitch = set(range(n)) if per_residue else windowed
+    pooled = {layer: np.zeros((n, dim), dtype=np.float32) for layer in unique_layers}
+    n_chunks = np.zeros(n)
+    residues = {layer: {i: np.zeros((len(seqs[i]), dim), dtype=np.float32) for i in stitch} for layer in unique_layers}
+    coverage = {i: np.zeros(len(seqs[i]), dtype=np.float32) for i in stitch}
+    for b, batch in enumerate(plan.batches):
+        arrs = done[b]
+        for j, c in enumerate(batch):
+            ch = plan.chunks[c]
+            i = ch.seq
+            n_chunks[i] += 1
+            if i in stitch:
+                coverage[i][ch.start : ch.end] += 1
+            for layer in unique_layers:
+                if pooling == "bos":
+                    pooled[layer][i] += arrs[f"bos{layer}"][j]
+                elif i not in windowed:
+                    pooled[layer][i] += arrs[f"sum{layer}"][j] / (ch.end - ch.start)
+                if i in stitch:
+                    residues[layer][i][ch.start : ch.end] += arrs[f"res{layer}_{j}"]
+    for layer in unique_layers:
+        for i in stitch:
+            cov = coverage[i]
+            arr = residues[layer][i][cov > 0] / cov[cov > 0, None]  # truncation leaves a tail uncovered
+            residues[layer][i] = arr
+            if pooling == "mean" and i in windowed:
+                pooled[layer][i] = arr.mean(0)
+        if pooling == "bos":
+            pooled[layer] /= n_chunks[:, None]
+    order = list(dict.fromkeys(layer_ids))
+    per = {layer: [residues[layer][i] for i in range(n)] for layer in order} if per_residue else None
+    return EmbedResult(pooled={layer: pooled[layer] for layer in order}, per_residue=per, n_windowed=len(windowed))
+
+
+class _progress_bar:
+    """A rich progress bar with sequences/s and residues/s (silent when disabled)."""
+
+    def __init__(self, enabled: bool, n_seqs: int, n_res: int) -> None:
+        self.enabled = enabled
+        self.n_seqs = n_seqs
+        self.n_res = n_res
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda s, r: None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.t0 = time.perf_counter()
+        self.res = 0
+        self.prog = Progress(TextColumn("embedding"), BarColumn(), TextColumn("{task.completed}/{task.total} seqs"),
+                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                             transient=False)
+        self.prog.start()
+        self.task = self.prog.add_task("embed", total=self.n_seqs, rate="")
+
+        def update(seqs: int, residues: int) -> None:
+            self.res += residues
+            dt = max(time.perf_counter() - self.t0, 1e-9)
+            done = self.prog.tasks[0].completed + seqs
+            self.prog.update(self.task, completed=min(done, self.n_seqs),
+                             rate=f"{done / dt:.1f} seq/s, {self.res / dt:,.0f} res/s")
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.prog.stop()
+
+
+def set_embedding(adata, matrix: np.ndarray, var_prefix: str = "dim") -> None:
+    """Replace ``adata.X`` by a matrix with a different number of columns, keeping everything else."""
+    import anndata as ad
+    import pandas as pd
+
+    var = pd.DataFrame(index=[f"{var_prefix}{j}" for j in range(matrix.shape[1])])
+    new = ad.AnnData(X=matrix, obs=adata.obs, var=var, uns=dict(adata.uns), obsm=dict(adata.obsm),
+                     obsp=dict(adata.obsp))
+    adata.__dict__.update(new.__dict__)
+
+
+def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),
+          pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int = 4096,
+          device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
+          overlap: int = 256, resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
+          progress: bool = True) -> None:
+    """Embed ``adata.obs['sequence']`` into ``X`` (first layer) and ``obsm['X_layer<n>']`` (others).
+
+    Provenance (model, weights hash, layers, pooling, windows, versions) goes to ``uns['embed']``;
+    per-residue states, if a file is given, to a sidecar HDF5 (group ``layer<n>``, one dataset per
+    record) written atomically.
+    """
+    from .. import __version__
+
+    if isinstance(model, (str, type(None))):
+        model = load_model(model or default_model_name())
+    seqs = adata.obs[K.SEQUENCE].astype(str).tolist()
+    res = embed_sequences(model, seqs, layers=layers, pooling=pooling, per_residue=per_residue_file is not None,
+                          max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window,
+                          overlap=overlap, resume_dir=resume_dir, checkpoint_every=checkpoint_every,
+                          progress=progress)
+    resolved = list(res.pooled)
+    set_embedding(adata, res.pooled[resolved[0]])
+    for layer in resolved[1:]:
+        adata.obsm[K.layer_key(layer)] = res.pooled[layer]
+    neural = isinstance(model, EsmPLM)
+    info = {
+        "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
+        "layers": resolved, "pooling": pooling if neural else "kmer-profile",
+        "window": (window or model.max_residues) if neural else 0,
+        "overlap": overlap if neural else 0, "truncate": truncate, "n_windowed": res.n_windowed,
+        "max_tokens": max_tokens, "device": str(resolve_device(device)) if neural else "cpu", "dtype": dtype,
+        "seconds": round(res.seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
+    }
+    if res.per_residue is not None:
+        path = Path(per_residue_file)
+        with atomic_path(path) as tmp:
+            for layer, arrays in res.per_residue.items():
+                write_residues(tmp, dict(zip(adata.obs_names, arrays)), group=f"layer{layer}")
+        adata.uns[K.PER_RESIDUE] = str(path)
+    adata.uns[K.EMBED] = info

@@ -1,0 +1,50 @@
+"""``protlens embed``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import InputError
+
+
+def parse_layers(text: str) -> list[int]:
+    """'-1' or '6,12,-1' -> [ints]."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--layers '{text}': expected comma-separated integers such as -1 or 6,12,-1") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("embed")
+    def embed_cmd(
+        input: Path = typer.Argument(..., help="FASTA (.gz ok) or CSV/TSV with id and sequence columns."),
+        out: Path = typer.Option(..., "-o", "--out", help="Output .h5ad."),
+        model: str = typer.Option(None, help="Model name or path (default: the best bundled model)."),
+        layers: str = typer.Option("-1", help="Comma-separated layers; X gets the first, obsm the rest."),
+        pooling: str = typer.Option("mean", help="mean (over residues only) or bos."),
+        per_residue: Path = typer.Option(None, "--per-residue", help="Also write per-residue states to this HDF5."),
+        max_tokens: int = typer.Option(4096, help="Padded-token budget per batch."),
+        device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+        dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16 (reduced precision on GPU)."),
+        truncate: bool = typer.Option(False, help="Keep only the first window of long sequences (like fair-esm)."),
+        window: int = typer.Option(None, help="Residues per window (default: the model's limit, 1022 for ESM-2)."),
+        overlap: int = typer.Option(256, help="Residues shared by consecutive windows."),
+        labels: Path = typer.Option(None, help="CSV/TSV of labels joined into obs by id."),
+        id_col: str = typer.Option(None, help="Id column of the labels file."),
+        strip_gaps: bool = typer.Option(False, help="Remove '-' and '.' instead of rejecting them."),
+        checkpoint_every: float = typer.Option(30.0, help="Seconds between progress checkpoints (resume on rerun)."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Embed sequences into an AnnData file (resumable: rerun the same command after a crash)."""
+        from ..io import read_input, write_h5ad
+        from ._embed import embed
+
+        adata = read_input(input, labels=labels, id_col=id_col, strip_gaps=strip_gaps)
+        embed(adata, model=model, layers=parse_layers(layers), pooling=pooling, per_residue_file=per_residue,
+              max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window, overlap=overlap,
+              resume_dir=Path(str(out) + ".parts"), checkpoint_every=checkpoint_every, progress=progress)
+        write_h5ad(adata, out)
+        typer.echo(f"wrote {out} ({adata.n_obs} sequences x {adata.n_vars} dims, model {adata.uns['embed']['model']})")

@@ -1,0 +1,121 @@
+"""load_model on every source, held to the reference implementations (fair-esm, HF) at <= 1e-4."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from protlens.errors import InputError
+from protlens.models import ESM_ALPHABET, EsmPLM, KmerEmbedder, load_model
+
+RNG = np.random.default_rng(0)
+AA = list("ACDEFGHIKLMNPQRSTVWY")
+
+
+def rand_seqs(lengths):
+    return ["".join(RNG.choice(AA, n)) for n in lengths]
+
+
+def tokens(seqs):
+    toks, mask = ESM_ALPHABET.batch(seqs)
+    return torch.from_numpy(toks), torch.from_numpy(mask)
+
+
+@pytest.mark.parametrize("lengths", [[7, 30, 12], [1500]])
+def test_hf_folder_matches_hf_model(tiny_esm_dir, lengths):
+    from transformers import EsmForMaskedLM, EsmModel
+
+    plm = load_model(tiny_esm_dir)
+    assert isinstance(plm, EsmPLM) and plm.num_layers == 2 and plm.hidden_size == 32
+    toks, mask = tokens(rand_seqs(lengths))
+    with torch.no_grad():
+        ours = plm(toks, repr_layers=[-1], return_logits=True)
+        ref = EsmForMaskedLM.from_pretrained(tiny_esm_dir).eval()(input_ids=toks, attention_mask=mask.long())
+        base = EsmModel.from_pretrained(tiny_esm_dir, add_pooling_layer=False).eval()(input_ids=toks, attention_mask=mask.long())
+    assert (ours.logits - ref.logits)[mask].abs().max() <= 1e-4
+    assert (ours.hidden[2] - base.last_hidden_state)[mask].abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("lengths", [[7, 30, 12], [1500]])
+def test_fairesm_checkpoint_matches_fairesm(tiny_fairesm_pt, lengths):
+    path, ref_model = tiny_fairesm_pt
+    plm = load_model(path)
+    toks, mask = tokens(rand_seqs(lengths))
+    with torch.no_grad():
+        ref = ref_model(toks, repr_layers=[0, 1, 2])
+        ours = plm(toks, repr_layers=[0, 1, -1], return_logits=True)
+    for layer in (0, 1, 2):
+        assert (ours.hidden[layer] - ref["representations"][layer])[mask].abs().max() <= 1e-4
+    assert (ours.logits - ref["logits"])[mask].abs().max() <= 1e-4
+
+
+def test_pt_with_foreign_pickle_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": {}, "cfg": Evil()}, fh)
+    with pytest.raises(InputError, match="not a loadable fair-esm checkpoint"):
+        load_model(path)
+
+
+def test_safetensors_file_hf_names(tiny_esm_dir, tiny_esm):
+    plm = load_model(tiny_esm_dir / "model.safetensors")
+    assert plm.weights_hash == tiny_esm.weights_hash
+
+
+def test_safetensors_file_unknown_size_needs_config(tmp_path, tiny_esm):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lone.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_esm.hf.state_dict().items() if "decoder" not in k}, path)
+    with pytest.raises(InputError, match="not a published ESM-2 size"):
+        load_model(path)
+
+
+def test_weights_hash_same_across_formats(tiny_fairesm_pt, tmp_path):
+    path, _ = tiny_fairesm_pt
+    plm = load_model(path)
+    plm.save_pretrained(tmp_path / "hf")
+    assert load_model(tmp_path / "hf").weights_hash == plm.weights_hash
+
+
+def test_hub_name_offline_message(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="not in the local Hugging Face cache.*--model PATH"):
+        load_model("esm2_t6_8M_UR50D")
+
+
+@pytest.mark.parametrize("name", ["nonsense_model", "kmer9", "./missing/folder"])
+def test_unknown_model(name):
+    with pytest.raises(InputError):
+        load_model(name)
+
+
+def test_layer_out_of_range(tiny_esm):
+    with pytest.raises(InputError, match="layer 5 out of range"):
+        tiny_esm.resolve_layer(5)
+    assert tiny_esm.resolve_layer(-1) == 2 and tiny_esm.resolve_layer(-3) == 0
+
+
+def test_vocab_mismatch_refused(tiny_esm_dir):
+    (tiny_esm_dir / "vocab.txt").write_text("A\nB\n")
+    with pytest.raises(InputError, match="differs from the ESM-2 vocabulary"):
+        load_model(tiny_esm_dir)
+
+
+def test_kmer_profiles_by_hand():
+    emb = KmerEmbedder((1,))
+    v = emb.embed(["AAC", "XXA"])
+    a, c = "ACDEFGHIKLMNPQRSTVWY".index("A"), "ACDEFGHIKLMNPQRSTVWY".index("C")
+    np.testing.assert_allclose(v[0, [a, c]], np.array([2, 1]) / np.sqrt(5), rtol=1e-6)
+    np.testing.assert_allclose(v[1, a], 1.0)  # X is skipped
+    two = KmerEmbedder((2,)).embed(["ACAC"])[0]
+    names = KmerEmbedder((2,)).feature_names()
+    assert np.isclose(two[names.index("AC")], 2 / np.sqrt(5)) and np.isclose(two[names.index("CA")], 1 / np.sqrt(5))
+    assert load_model("kmer123").hidden_size == 20 + 400 + 8000

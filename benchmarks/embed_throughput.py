@@ -1,0 +1,187 @@
+"""Embedding throughput: protlens vs fair-esm's extraction loop vs plain and careful HF loops.
+
+Every method embeds the same FASTA with the same random-init ESM-2 weights (mean over residues of
+the last layer, sequences truncated to 1022 residues as fair-esm's extract.py does) in its own
+subprocess, so peak RSS is measured per method. protlens' windowed mode (no truncation) is
+reported on its own line. Outputs are checked against each other (max abs difference).
+
+    python benchmarks/embed_throughput.py --arch 8M --arch 35M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ARCHS = {"8M": (6, 320, 20), "35M": (12, 480, 20), "150M": (30, 640, 20), "650M": (33, 1280, 20)}
+DEFAULT_FASTA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinases" / "hs_sequences.fasta"
+METHODS = ["fair-esm", "hf-plain", "hf-careful", "protlens", "protlens-windowed"]
+
+
+def read_fasta(path: Path, limit: int | None) -> list[tuple[str, str]]:
+    from protlens.io import read_sequences
+
+    a = read_sequences(path)
+    recs = list(zip(a.obs_names, a.obs["sequence"]))
+    return recs[:limit] if limit else recs
+
+
+def make_models(arch: str, folder: Path) -> None:
+    """One random-init ESM-2: a fair-esm .pt and the same weights as an HF folder."""
+    import argparse as ap
+
+    import esm
+    import torch
+
+    from protlens.models import load_model
+
+    layers, dim, heads = ARCHS[arch]
+    torch.manual_seed(0)
+    model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads,
+                                alphabet=esm.data.Alphabet.from_architecture("ESM-1b"), token_dropout=True)
+    cfg = ap.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads, token_dropout=True)
+    torch.save({"model": {"encoder." + k: v for k, v in model.state_dict().items()}, "cfg": {"model": cfg}},
+               folder / "model.pt")
+    load_model(folder / "model.pt").save_pretrained(folder / "hf")
+
+
+def run_fairesm(folder: Path, recs, layers: int) -> np.ndarray:
+    """fair-esm's extract.py loop, driven through the package's own API."""
+    import esm
+    import torch
+
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_random", data)
+    model.eval()
+    dataset = esm.data.FastaBatchedDataset([r[0] for r in recs], [r[1] for r in recs])
+    batches = dataset.get_batch_indices(4096, extra_toks_per_seq=1)
+    loader = torch.utils.data.DataLoader(dataset, collate_fn=alphabet.get_batch_converter(1022), batch_sampler=batches)
+    out = {}
+    with torch.no_grad():
+        for labels, strs, toks in loader:
+            rep = model(toks, repr_layers=[layers])["representations"][layers]
+            for i, label in enumerate(labels):
+                n = min(1022, len(strs[i]))
+                out[label] = rep[i, 1 : n + 1].mean(0).numpy()
+    return np.stack([out[r[0]] for r in recs])
+
+
+def run_hf(folder: Path, recs, careful: bool) -> np.ndarray:
+    """Plain: batches of 8 in file order padded to the longest. Careful: length-sorted 4096-token batches, SDPA."""
+    import torch
+    from transformers import EsmModel, EsmTokenizer
+
+    tok = EsmTokenizer(str(folder / "hf" / "vocab.txt"))
+    impl = "sdpa" if careful else "eager"
+    model = EsmModel.from_pretrained(folder / "hf", add_pooling_layer=False, attn_implementation=impl).eval()
+    seqs = [r[1][:1022] for r in recs]
+    if careful:
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        batches, cur = [], []
+        for i in order:
+            if cur and (len(seqs[cur[0]]) + 2) * (len(cur) + 1) > 4096:
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        batches.append(cur)
+    else:
+        batches = [list(range(i, min(i + 8, len(seqs)))) for i in range(0, len(seqs), 8)]
+    out = np.zeros((len(seqs), model.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for b in batches:
+            enc = tok([seqs[i] for i in b], return_tensors="pt", padding=True)
+            h = model(**enc).last_hidden_state
+            m = enc["attention_mask"].clone()
+            m[:, 0] = 0
+            m[torch.arange(len(b)), enc["attention_mask"].sum(1) - 1] = 0
+            pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+            out[b] = pooled.numpy()
+    return out
+
+
+def run_protlens(folder: Path, recs, windowed: bool, dtype: str) -> np.ndarray:
+    from protlens.models import load_model
+    from protlens.pp import embed_sequences
+
+    model = load_model(folder / "hf")
+    res = embed_sequences(model, [r[1] for r in recs], truncate=not windowed, dtype=dtype, progress=False)
+    return res.pooled[model.num_layers]
+
+
+def child(args) -> None:
+    folder = Path(args.folder)
+    recs = read_fasta(Path(args.fasta), args.limit)
+    layers = ARCHS[args.arch][0]
+    t0 = time.perf_counter()
+    if args.method == "fair-esm":
+        emb = run_fairesm(folder, recs, layers)
+    elif args.method.startswith("hf-"):
+        emb = run_hf(folder, recs, careful=args.method == "hf-careful")
+    else:
+        emb = run_protlens(folder, recs, windowed=args.method == "protlens-windowed", dtype=args.dtype)
+    dt = time.perf_counter() - t0
+    residues = sum(len(r[1]) if args.method == "protlens-windowed" else min(len(r[1]), 1022) for r in recs)
+    np.save(folder / f"emb-{args.method}.npy", emb)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": dt, "residues": residues, "rss_mb": rss}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fasta", default=str(DEFAULT_FASTA))
+    p.add_argument("--arch", action="append", choices=list(ARCHS))
+    p.add_argument("--limit", type=int, default=None, help="first N sequences only")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--folder", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.method:
+        args.arch = args.arch[0]
+        return child(args)
+    if not Path(args.fasta).exists():
+        sys.exit(f"skipped: {args.fasta} not found")
+    import torch
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}")
+    for arch in args.arch or ["8M"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            make_models(arch, folder)
+            rows = {}
+            for method in args.methods.split(","):
+                cmd = [sys.executable, __file__, "--method", method, "--folder", tmp, "--fasta", args.fasta,
+                       "--arch", arch, "--dtype", args.dtype] + (["--limit", str(args.limit)] if args.limit else [])
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    print(r.stderr[-3000:])
+                    raise SystemExit(f"{method} failed")
+                rows[method] = json.loads(r.stdout.strip().splitlines()[-1])
+            ref = np.load(folder / "emb-fair-esm.npy") if "fair-esm" in rows else None
+            print(f"\n## ESM-2 {arch} architecture (random init), {args.limit or 'all'} sequences of {Path(args.fasta).name}")
+            print("| method | residues/s | seconds | peak RSS (MB) | max abs diff vs fair-esm |")
+            print("|---|---|---|---|---|")
+            for method, r in rows.items():
+                diff = ""
+                if ref is not None and method != "protlens-windowed":
+                    diff = f"{np.abs(np.load(folder / f'emb-{method}.npy') - ref).max():.1e}"
+                print(f"| {method} | {r['residues'] / r['seconds']:,.0f} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | {diff} |")
+            if "protlens" in rows:
+                speed = {m: r["residues"] / r["seconds"] for m, r in rows.items()}
+                for m in ("fair-esm", "hf-plain", "hf-careful"):
+                    if m in speed:
+                        print(f"protlens / {m}: {speed['protlens'] / speed[m]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

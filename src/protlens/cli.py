@@ -30,7 +30,11 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 #: Modules whose ``register(app)`` adds subcommands (one line per area).
 SUBCOMMAND_MODULES = [
+    "protlens.bench.cli",
+    "protlens.explain.cli",
+    "protlens.pipeline_cli",
     "protlens.pp.cli",
+    "protlens.train.cli",
 ]
 
 for _mod in SUBCOMMAND_MODULES:

@@ -3,3 +3,7 @@
 from ._embed import EmbedResult, embed, embed_sequences, plan_batches, window_spans
 
 __all__ = ["EmbedResult", "embed", "embed_sequences", "plan_batches", "window_spans"]
+
+from ._ray import embed_ray  # noqa: E402  (imports Ray only when called)
+
+__all__ += ["embed_ray"]

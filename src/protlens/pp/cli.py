@@ -37,14 +37,29 @@ def register(app: typer.Typer) -> None:
         strip_gaps: bool = typer.Option(False, help="Remove '-' and '.' instead of rejecting them."),
         checkpoint_every: float = typer.Option(30.0, help="Seconds between progress checkpoints (resume on rerun)."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
+        address: str = typer.Option(None, help="Ray: cluster address ('auto' joins a running one; default starts one)."),
+        num_workers: int = typer.Option(2, help="Ray: model replicas (actors)."),
+        gpus_per_worker: float = typer.Option(0, help="Ray: GPUs per replica (1 for one GPU each)."),
+        cpus_per_worker: float = typer.Option(1, help="Ray: CPU cores per replica (its torch threads)."),
+        shard_size: int = typer.Option(None, help="Ray: sequences per shard (default: 16 to 256, >= 64 shards)."),
     ) -> None:
         """Embed sequences into an AnnData file (resumable: rerun the same command after a crash)."""
         from ..io import read_input, write_h5ad
         from ._embed import embed
 
+        if engine not in ("local", "ray"):
+            raise InputError(f"unknown --engine '{engine}' (local or ray)")
         adata = read_input(input, labels=labels, id_col=id_col, strip_gaps=strip_gaps)
-        embed(adata, model=model, layers=parse_layers(layers), pooling=pooling, per_residue_file=per_residue,
-              max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window, overlap=overlap,
-              resume_dir=Path(str(out) + ".parts"), checkpoint_every=checkpoint_every, progress=progress)
+        common = dict(model=model, layers=parse_layers(layers), pooling=pooling, per_residue_file=per_residue,
+                      max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window,
+                      overlap=overlap, progress=progress)
+        if engine == "ray":
+            from ._ray import embed_ray
+
+            embed_ray(adata, **common, num_workers=num_workers, address=address, gpus_per_worker=gpus_per_worker,
+                      cpus_per_worker=cpus_per_worker, shard_size=shard_size, shard_dir=Path(str(out) + ".shards"))
+        else:
+            embed(adata, **common, resume_dir=Path(str(out) + ".parts"), checkpoint_every=checkpoint_every)
         write_h5ad(adata, out)
         typer.echo(f"wrote {out} ({adata.n_obs} sequences x {adata.n_vars} dims, model {adata.uns['embed']['model']})")

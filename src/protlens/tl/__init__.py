@@ -1,0 +1,28 @@
+"""Analysis tools over AnnData: kNN graph, clustering, 2-D projection, evaluation.
+
+Each ``tl.*`` function reads one representation, writes one slot plus ``uns[key]["params"]``
+and returns None (``evaluate`` also returns its table). The array-level estimators it uses
+follow the scikit-learn contract and can be used on plain arrays.
+"""
+
+from ._cluster import CLUSTER_METHODS, cluster
+from ._estimators import HierarchicalClustering, KMeansClustering, LeidenClustering, SparseSpectralClustering
+from ._evaluate import evaluate
+from ._neighbors import KnnResult, knn, knn_graph, neighbors
+from ._reduce import PROJECT_METHODS, project
+
+__all__ = [
+    "CLUSTER_METHODS",
+    "PROJECT_METHODS",
+    "HierarchicalClustering",
+    "KMeansClustering",
+    "KnnResult",
+    "LeidenClustering",
+    "SparseSpectralClustering",
+    "cluster",
+    "evaluate",
+    "knn",
+    "knn_graph",
+    "neighbors",
+    "project",
+]

@@ -1,0 +1,265 @@
+"""Zero-shot mutation effects (ComproESM appendix E, eq. 14; Meier et al. 2021): Spearman per assay.
+
+Scores, higher = predicted fitter:
+
+* ``masked-marginals`` (eq. 14): all mutated positions masked together, sum over them of
+  log p(mutant) - log p(wild type);
+* ``wt-marginals``: the same log-odds read from one unmasked pass over the wild type;
+* ``pseudo-likelihood``: PLL(mutant) - PLL(wild type), each PLL summing log p(x_i | x without i)
+  over every position of the scored window (one forward per position and variant: slow).
+
+Proteins longer than the model's window are scored in a window around the mutations, taken from
+a fixed tiling of the protein (windows overlapping by half) so that variants share forward passes.
+A row whose stated wild-type residue disagrees with the wild-type sequence (or that cannot be
+parsed, or lies outside the protein) is reported in ``DIR/mutation_skipped.tsv`` and skipped.
+
+Data: ProteinGym single-substitution assays (``dms/<DMS_id>.csv`` + ``.fasta``, from
+https://proteingym.org) and the TEM-1 scan of the ESM variant-prediction example
+(``dms/esm_example/BLAT_ECOLX_Ranganathan2015.csv``, column ``2500``, from facebookresearch/esm).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from ..errors import InputError
+from ..io import iter_fasta
+from ..models import ESM_ALPHABET
+from ..pp import window_spans
+from ._common import BenchModel, Context, Row, sample_at_most, skipped
+
+TASK = "mutation"
+STRATEGIES = ("masked-marginals", "wt-marginals", "pseudo-likelihood")
+_MUT = re.compile(r"^([A-Z])(\d+)([A-Z])$")
+#: NCBI BLOSUM62 in parasail's residue order.
+_BLOSUM_ORDER = "ARNDCQEGHILKMFPSTWYVBZX*"
+
+Mutation = tuple[int, str, str]  # (0-based position, wild type, mutant)
+
+
+@dataclass
+class Assay:
+    """One deep mutational scan: wild type, parsed variants and their measured fitness."""
+
+    name: str
+    wt: str
+    variants: list[list[Mutation]]
+    mutants: list[str]
+    fitness: np.ndarray
+    skipped: pd.DataFrame
+
+
+def parse_mutant(text: str, wt: str, offset: int = 1) -> list[Mutation]:
+    """``'A24C:T25G'`` -> [(23, 'A', 'C'), (24, 'T', 'G')]; raises ValueError naming the problem."""
+    muts = []
+    for part in str(text).strip().split(":"):
+        m = _MUT.match(part.strip())
+        if not m:
+            raise ValueError(f"cannot parse '{part}' (expected e.g. A24C)")
+        pos = int(m.group(2)) - offset
+        if not 0 <= pos < len(wt):
+            raise ValueError(f"position {m.group(2)} is outside the {len(wt)}-residue wild type")
+        if wt[pos] != m.group(1):
+            raise ValueError(f"wild type has {wt[pos]} at {m.group(2)}, mutant says {m.group(1)}")
+        muts.append((pos, m.group(1), m.group(3)))
+    if len({p for p, _, _ in muts}) != len(muts):
+        raise ValueError("the same position is mutated twice")
+    return sorted(muts)
+
+
+def load_assay(csv: Path, wt: str, name: str | None = None, mutant_col: str = "mutant",
+               score_col: str = "score", offset: int = 1) -> Assay:
+    """Read and validate an assay; bad rows are collected (row number, mutant, reason), not fatal."""
+    df = pd.read_csv(csv)
+    for col in (mutant_col, score_col):
+        if col not in df.columns:
+            raise InputError(f"{csv}: no column '{col}' (columns: {', '.join(map(str, df.columns))})")
+    variants, mutants, fitness, bad = [], [], [], []
+    for row, (mut, y) in enumerate(zip(df[mutant_col], df[score_col]), start=2):  # line in the file
+        try:
+            if pd.isna(y):
+                raise ValueError("no fitness value")
+            variants.append(parse_mutant(mut, wt, offset))
+        except ValueError as e:
+            bad.append((name or csv.stem, row, mut, str(e)))
+            continue
+        mutants.append(str(mut))
+        fitness.append(float(y))
+    skipped_rows = pd.DataFrame(bad, columns=["assay", "line", "mutant", "reason"])
+    return Assay(name or csv.stem, wt, variants, mutants, np.asarray(fitness), skipped_rows)
+
+
+def choose_window(positions: list[int], length: int, window: int) -> tuple[int, int] | None:
+    """The residue span [start, end) scored for these positions (None if they span more than ``window``)."""
+    if length <= window:
+        return 0, length
+    lo, hi = min(positions), max(positions)
+    if hi - lo + 1 > window:
+        return None
+    centre = (lo + hi) / 2
+    fitting = [s for s in window_spans(length, window, window // 2) if s[0] <= lo and hi < s[1]]
+    if fitting:
+        return min(fitting, key=lambda s: (abs((s[0] + s[1] - 1) / 2 - centre), s[0]))
+    start = int(min(max(round(centre - window / 2), 0), length - window))
+    return start, start + window
+
+
+def _tokens(seq: str) -> np.ndarray:
+    return ESM_ALPHABET.batch([seq])[0][0]
+
+
+def _tok(aa: str) -> int:
+    return ESM_ALPHABET.tok_to_idx[aa]
+
+
+def score_variants(model: BenchModel, wt: str, variants: list[list[Mutation]],
+                   strategy: str = "masked-marginals", window: int | None = None) -> np.ndarray:
+    """Zero-shot score of each variant (NaN where its mutations span more than the window)."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"unknown scoring '{strategy}' (choose from {', '.join(STRATEGIES)})")
+    W = window or model.model.max_residues
+    scores = np.full(len(variants), np.nan)
+    if strategy == "wt-marginals":
+        # one unmasked pass per window; each position read from the window it is most central in
+        pos_win = {p: choose_window([p], len(wt), W) for v in variants for p, _, _ in v}
+        spans = sorted(set(pos_win.values()))
+        lps = dict(zip(spans, model.log_probs([_tokens(wt[s:e]) for s, e in spans],
+                                              [np.arange(e - s + 2) for s, e in spans])))
+        for i, v in enumerate(variants):
+            scores[i] = sum(lps[pos_win[p]][p - pos_win[p][0] + 1, _tok(m)]
+                            - lps[pos_win[p]][p - pos_win[p][0] + 1, _tok(w)] for p, w, m in v)
+        return scores
+    if strategy == "masked-marginals":
+        jobs: dict[tuple, int] = {}
+        keys = []
+        for v in variants:
+            pos = tuple(p for p, _, _ in v)
+            span = choose_window(list(pos), len(wt), W)
+            key = None if span is None else (span, pos)
+            if key is not None:
+                jobs.setdefault(key, len(jobs))
+            keys.append(key)
+        rows, where = [], []
+        for (s, e), pos in jobs:
+            t = _tokens(wt[s:e])
+            idx = np.array(pos) - s + 1
+            t[idx] = ESM_ALPHABET.mask_idx
+            rows.append(t)
+            where.append(idx)
+        lps = model.log_probs(rows, where)
+        for i, (v, key) in enumerate(zip(variants, keys)):
+            if key is not None:
+                lp = lps[jobs[key]]
+                scores[i] = sum(lp[j, _tok(m)] - lp[j, _tok(w)] for j, (_, w, m) in enumerate(v))
+        return scores
+    # pseudo-likelihood
+    for i, v in enumerate(variants):
+        span = choose_window([p for p, _, _ in v], len(wt), W)
+        if span is None:
+            continue
+        s, e = span
+        mut = list(wt)
+        for p, _, m in v:
+            mut[p] = m
+        scores[i] = pseudo_log_likelihood(model, "".join(mut)[s:e]) - pseudo_log_likelihood(model, wt[s:e])
+    return scores
+
+
+def pseudo_log_likelihood(model: BenchModel, seq: str) -> float:
+    """sum_i log p(x_i | x with position i masked), one forward per position."""
+    base = _tokens(seq)
+    rows, where = [], []
+    for i in range(len(seq)):
+        t = base.copy()
+        t[i + 1] = ESM_ALPHABET.mask_idx
+        rows.append(t)
+        where.append(np.array([i + 1]))
+    lps = model.log_probs(rows, where)
+    return float(sum(lp[0, base[i + 1]] for i, lp in enumerate(lps)))
+
+
+def blosum62_scores(variants: list[list[Mutation]]) -> np.ndarray:
+    """Sum of BLOSUM62(wild type, mutant) over the mutations: the substitution-matrix baseline."""
+    import parasail
+
+    mat = np.asarray(parasail.blosum62.matrix)
+    idx = {a: i for i, a in enumerate(_BLOSUM_ORDER)}
+    return np.array([sum(mat[idx[w], idx[m]] for _, w, m in v) for v in variants], dtype=float)
+
+
+def spearman(pred: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(pred)
+    if ok.sum() < 3 or np.ptp(pred[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(pred[ok], y[ok]).statistic)
+
+
+def list_assays(ctx: Context) -> list[Assay]:
+    """Every ``dms/*.csv`` with its FASTA, plus the ESM example; subsampled to a few positions each."""
+    dms = ctx.data("dms")
+    items = []
+    for csv in sorted(dms.glob("*.csv")):
+        fasta = csv.with_suffix(".fasta")
+        if fasta.exists():
+            items.append((csv, fasta, csv.stem, "score"))
+    example = dms / "esm_example" / "BLAT_ECOLX_Ranganathan2015.csv"
+    blat = dms / "BLAT_ECOLX_Stiffler_2015.fasta"
+    if example.exists() and blat.exists():
+        items.append((example, blat, "BLAT_ECOLX_Ranganathan2015 (esm example, col 2500)", "2500"))
+    if ctx.smoke:
+        items = [it for it in items if it[2] in ("KCNH2_HUMAN_Kozek_2020", "RL401_YEAST_Roscoe_2014")]
+    assays = []
+    for csv, fasta, name, col in items:
+        wt = next(iter(iter_fasta(fasta)))[1].upper()
+        assays.append(subsample_positions(load_assay(csv, wt, name, score_col=col), ctx))
+    return assays
+
+
+def subsample_positions(assay: Assay, ctx: Context) -> Assay:
+    """Keep the variants whose first mutated position is among ``mut_positions`` seeded positions."""
+    firsts = sorted({v[0][0] for v in assay.variants})
+    keep_pos = set(sample_at_most(firsts, ctx.sizes["mut_positions"], ctx.rng(TASK + assay.name)))
+    keep = [i for i, v in enumerate(assay.variants) if v[0][0] in keep_pos]
+    return Assay(assay.name, assay.wt, [assay.variants[i] for i in keep], [assay.mutants[i] for i in keep],
+                 assay.fitness[keep], assay.skipped)
+
+
+def _write_split(ctx: Context, assays: list[Assay]) -> None:
+    ctx.write_split(TASK, pd.DataFrame([(a.name, m) for a in assays for m in a.mutants],
+                                       columns=["assay", "mutant"]))
+    skipped_rows = pd.concat([a.skipped for a in assays], ignore_index=True)
+    skipped_rows.to_csv(ctx.out / "mutation_skipped.tsv", sep="\t", index=False)
+
+
+def _rows(per_assay: dict[str, tuple[float, int]], assays: list[Assay], note: str) -> list[Row]:
+    rows = [Row(TASK, f"spearman:{name}", rho, n) for name, (rho, n) in per_assay.items()]
+    vals = [rho for rho, _ in per_assay.values() if np.isfinite(rho)]
+    n_skip = int(sum(len(a.skipped) for a in assays))
+    rows.append(Row(TASK, "spearman_mean", float(np.mean(vals)) if vals else float("nan"), len(vals), note))
+    rows.append(Row(TASK, "rows_skipped", float(n_skip), n_skip, "see mutation_skipped.tsv"))
+    return rows
+
+
+def baselines(ctx: Context) -> dict[str, list[Row]]:
+    """BLOSUM62 on the same variants (model-independent)."""
+    assays = list_assays(ctx)
+    _write_split(ctx, assays)
+    per = {a.name: (spearman(blosum62_scores(a.variants), a.fitness), len(a.variants)) for a in assays}
+    return {"blosum62": _rows(per, assays, "sum of BLOSUM62(wt, mt)")}
+
+
+def run(ctx: Context, model: BenchModel) -> list[Row]:
+    if not model.has_logits:
+        return skipped(TASK, "model has no masked-LM logits")
+    assays = list_assays(ctx)
+    per = {}
+    for a in assays:
+        pred = score_variants(model, a.wt, a.variants, ctx.scoring)
+        per[a.name] = (spearman(pred, a.fitness), int(np.isfinite(pred).sum()))
+    return _rows(per, assays, f"{ctx.scoring}; {ctx.sizes['mut_positions']} positions per assay")

@@ -1,0 +1,83 @@
+"""Interactive plotly scatter: hover shows id, labels and clusters; a menu switches the colouring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys as K
+from ..errors import InputError
+from ._figures import BASIS_NAMES, _coords, _obs
+from ._styles import MISSING_STYLE, aligned_styles, category_styles
+
+#: matplotlib marker -> plotly symbol, so both kinds of figure draw a class the same way.
+SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v": "triangle-down", "P": "cross",
+           "X": "x", "<": "triangle-left", ">": "triangle-right", "p": "pentagon", ".": "circle"}
+
+
+def interactive_scatter(adata, color: Sequence[str], basis: str = K.X_TSNE, reference: str | None = None,
+                        hover: Sequence[str] | None = None, title: str | None = None):
+    """A plotly figure of the 2-D coordinates, coloured by each column of ``color`` (menu to switch).
+
+    Hover shows the record id and every ``hover`` column (default: all ``color`` columns), so a
+    point can be traced back to its sequence. Colours follow :func:`embedding_panels`.
+    """
+    import plotly.graph_objects as go
+
+    if isinstance(color, str):
+        color = [color]
+    if not color:
+        raise InputError("interactive_scatter needs at least one obs column to colour by")
+    xy = _coords(adata, basis)
+    hover = list(dict.fromkeys(list(hover) if hover is not None else list(color)))
+    ref_values = _obs(adata, reference).to_numpy() if reference is not None else None
+    ids = adata.obs_names.astype(str).to_numpy()
+    custom = np.column_stack([ids] + [_obs(adata, h).astype(str).to_numpy() for h in hover])
+    template = "<b>%{customdata[0]}</b><br>" + "<br>".join(
+        f"{h}: %{{customdata[{j + 1}]}}" for j, h in enumerate(hover)) + "<extra></extra>"
+    # WebGL only where SVG gets slow: headless browsers without a GPU cannot draw WebGL.
+    trace = go.Scattergl if adata.n_obs > 5000 else go.Scatter
+    fig = go.Figure()
+    groups = []
+    for i, key in enumerate(color):
+        values = _obs(adata, key)
+        styles = category_styles(values.to_numpy()) if key == reference else aligned_styles(ref_values, values.to_numpy())
+        names = np.where(values.isna(), "nan", values.astype(str).to_numpy())
+        first = len(fig.data)
+        for name in list(styles) + sorted(set(names) - set(styles)):
+            sel = names == name
+            if not sel.any():
+                continue
+            c, m = styles.get(name, MISSING_STYLE)
+            fig.add_trace(trace(
+                x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=f"{name} ({int(sel.sum())})",
+                legendgroup=key, visible=i == 0, customdata=custom[sel], hovertemplate=template,
+                marker=dict(color=c, symbol=SYMBOLS.get(m, "circle"), size=7, line=dict(width=0.4, color="white"))))
+        groups.append((key, first, len(fig.data)))
+    if len(groups) > 1:
+        buttons = [dict(label=key, method="update",
+                        args=[{"visible": [a <= t < b for t in range(len(fig.data))]}, {"legend.title.text": key}])
+                   for key, a, b in groups]
+        fig.update_layout(updatemenus=[dict(buttons=buttons, direction="down", x=0, xanchor="left", y=1.12,
+                                            yanchor="top", showactive=True)])
+    fig.update_layout(title=dict(text=title or f"{BASIS_NAMES.get(basis, basis)} of {adata.n_obs} sequences", x=0.5),
+                      legend=dict(title=dict(text=color[0]), itemsizing="constant", font=dict(size=10)),
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""),
+                      template="simple_white", width=900, height=650, margin=dict(t=80))
+    return fig
+
+
+def write_interactive(fig, path: str | Path, include_plotlyjs: bool | str = True) -> Path:
+    """Write a standalone HTML file (plotly.js inlined by default, so it opens offline)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=include_plotlyjs, full_html=True)
+    return path
+
+
+def interactive_fragment(fig) -> str:
+    """An HTML ``<div>`` (with plotly.js inlined) to embed the figure in another page."""
+    return fig.to_html(include_plotlyjs=True, full_html=False)

@@ -1,0 +1,163 @@
+"""Benchmark tasks: hand-computed metrics on tiny synthetic cases, and a --smoke run of the whole suite."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from protlens.bench import random_init_model, resolve_tasks, run_bench
+from protlens.bench._common import BenchModel, CappedPCA, stratified_half_split
+from protlens.bench.ece import AA_TOKENS, NgramLM, mask_positions, model_ece, ngram_ece
+from protlens.bench.family import linear_probe
+from protlens.bench.function import multiple_choice, nearest_neighbour_accuracy, prefixes
+from protlens.bench.homology import hit_at_k
+from protlens.bench.ppi import _assign_splits, pair_features
+from protlens.bench.similarity import sample_pairs
+from protlens.errors import InputError
+from protlens.models import KmerEmbedder
+
+
+def test_uniform_logits_give_ece_25(tiny_esm):
+    with torch.no_grad():
+        tiny_esm.hf.lm_head.decoder.weight.zero_()
+        tiny_esm.hf.lm_head.bias.zero_()
+    seqs = ["MKTAYIAKQRQISFVK", "ACDEFGHIKLMNPQRSTVWY"]
+    masks = mask_positions([len(s) for s in seqs], np.random.default_rng(0))
+    assert [len(m) for m in masks] == [2, 3]
+    assert model_ece(BenchModel("tiny", tiny_esm), seqs, masks) == pytest.approx(25.0, rel=1e-5)
+
+
+def test_ngram_learns_a_periodic_sequence():
+    train = ["ACDEF" * 40] * 3
+    test = ["ACDEF" * 10]
+    masks = [np.array([7, 18, 33])]
+    uni = ngram_ece(NgramLM(1).fit(train), test, masks)
+    four = ngram_ece(NgramLM(4).fit(train), test, masks)
+    # add-one unigram: p = (120 + 1) / (600 + 25) for every residue
+    assert uni == pytest.approx(625 / 121)
+    assert four < 1.2 < uni
+
+
+def test_ngram_context_backs_off_at_masks():
+    lm = NgramLM(4).fit(["ACDEF" * 40])
+    seq = ["ACDEFACDEF"]
+    # position 8 (E) preceded by masked position 7: context shrinks to nothing -> unigram-like
+    both = ngram_ece(lm, seq, [np.array([7, 8])])
+    alone = ngram_ece(lm, seq, [np.array([8])])
+    assert alone < 1.2 < both
+
+
+def test_hit_at_k_hand_case():
+    # query 0 ranks 1, 2, 3 and its only positive is 3 (miss at 1); query 3 ranks its positive 0 first
+    sim = np.array([[1, .9, .8, .7], [.9, 1, .1, .2], [.8, .1, 1, .3], [.7, .2, .3, 1.]])
+    pos = np.zeros((4, 4), bool)
+    pos[0, 3] = pos[3, 0] = True
+    ignore = np.zeros((4, 4), bool)
+    hits, n = hit_at_k(sim, pos, ignore, ks=(1, 5))
+    assert n == 2 and hits == {1: 0.5, 5: 1.0}
+    ignore[0, 1] = ignore[0, 2] = True  # leaving out the better-ranked ones makes query 0 a hit at 1
+    hits, _ = hit_at_k(sim, pos, ignore, ks=(1,))
+    assert hits[1] == 1.0
+
+
+def test_similarity_pairs_are_labelled_correctly():
+    labels = np.array(list("aaabbbcc"))
+    pairs = sample_pairs(labels, 5, np.random.default_rng(0))
+    assert (pairs["same"] == 1).sum() == 5 and (pairs["same"] == 0).sum() == 5
+    assert ((labels[pairs["i"]] == labels[pairs["j"]]) == pairs["same"].astype(bool)).all()
+    assert (pairs["i"] < pairs["j"]).all() and not pairs.duplicated(["i", "j"]).any()
+
+
+def test_nearest_neighbour_levels_and_choices():
+    x = np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1]])
+    ec = np.array(["1.2.3.4", "2.1.1.1", "1.2.3.5", "2.1.9.9"])
+    train = np.array([True, True, False, False])
+    assert nearest_neighbour_accuracy(x, ec, train) == [1.0, 1.0, 0.5, 0.0]
+    assert prefixes("3.5.2.6") == ["3", "3.5", "3.5.2", "3.5.2.6"]
+    cands = multiple_choice(ec, train, ["1.2.3.4", "1.2.3.5", "2.1.1.1", "2.1.9.9", "4.4.4.4", "5.5.5.5", "6.1.1.1"],
+                            np.random.default_rng(0))
+    assert [c[0] for c in cands] == ["1.2.3.5", "2.1.9.9"]
+    assert all(len(set(c)) == 4 for c in cands)
+
+
+def test_ppi_features_symmetric_and_disjoint_split_leak_free():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    np.testing.assert_array_equal(pair_features(a, b), pair_features(b, a))
+    prots = [f"p{i}" for i in range(40)]
+    pairs = pd.DataFrame([(prots[i], prots[j]) for i in range(40) for j in range(i + 1, 40) if (i * j) % 7 == 1],
+                         columns=["a", "b"])
+    df = _assign_splits(pairs.assign(label=np.arange(len(pairs)) % 2), np.random.default_rng(1))
+    test_prot = set(df.loc[df["disjoint"] == "test", ["a", "b"]].values.ravel())
+    train_prot = set(df.loc[df["disjoint"] == "train", ["a", "b"]].values.ravel())
+    assert test_prot and train_prot and not test_prot & train_prot
+    assert 0.05 < (df["random"] == "test").mean() < 0.15
+
+
+def test_linear_probe_separable_and_split():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    x = np.eye(4)[y] * 5 + rng.normal(scale=0.3, size=(40, 4))
+    tr = stratified_half_split(y, rng)
+    assert tr.sum() == 20 and all(tr[y == c].sum() == 5 for c in range(4))
+    assert linear_probe(np.hstack([x, rng.normal(size=(40, 20))]), y, tr, 0) == 1.0
+    assert CappedPCA(256).fit(x).transform(x).shape == (40, 4)
+
+
+def test_resolve_tasks_and_unknown_name():
+    assert resolve_tasks("all")[0] == "ece" and len(resolve_tasks(["all"])) == 9
+    assert resolve_tasks(["homology,ece"]) == ["ece", "homology"]
+    with pytest.raises(InputError, match="unknown task 'foldseek'"):
+        resolve_tasks(["ece", "foldseek"])
+
+
+def test_random_init_baseline_copies_architecture(tiny_esm_dir):
+    a = random_init_model(str(tiny_esm_dir), seed=3)
+    b = random_init_model(str(tiny_esm_dir), seed=3)
+    assert (a.num_layers, a.hidden_size, a.num_heads) == (2, 32, 4)
+    assert a.weights_hash == b.weights_hash != random_init_model(str(tiny_esm_dir), seed=4).weights_hash
+    assert random_init_model("esm2_t6_8M_UR50D").hidden_size == 320
+    with pytest.raises(InputError, match="no transformer"):
+        random_init_model("kmer")
+
+
+@pytest.mark.shared_data
+def test_smoke_suite(shared_data, tiny_esm_dir, tmp_path):
+    """Every task on tiny subsets for a tiny transformer and the composition baseline."""
+    out = tmp_path / "bench"
+    df = run_bench([str(tiny_esm_dir), "kmer1"], "all", out, smoke=True, data_dir=shared_data, progress=False)
+    for f in ("results.csv", "results.md", "mutation_skipped.tsv", "splits/ece.tsv", "splits/ppi_shs27k.tsv",
+              "splits/family_ten.tsv", "splits/homology.tsv", "splits/function.tsv"):
+        assert (out / f).exists(), f
+    assert len(list((out / "figures").glob("*.png"))) >= 6
+    tiny = df[df["model"] == str(tiny_esm_dir)]
+    assert set(tiny["task"]) == set(resolve_tasks("all")) and tiny["metric"].ne("skipped").all()
+    skips = df[(df["model"] == "kmer1") & (df["metric"] == "skipped")]
+    assert set(skips["task"]) == {"ece", "mutation"} and skips["note"].str.contains("no masked-LM logits").all()
+    base = df[df["model"].str.startswith("baseline:")].set_index("model")
+    assert base.loc["baseline:uniform", "value"] == 25.0
+    assert 1 < base.loc["baseline:4-gram", "value"] < 25 and 1 < base.loc["baseline:unigram", "value"] < 25
+    acc = df[df["metric"].str.endswith("_acc") & df["value"].notna()]["value"]
+    assert ((acc >= 0) & (acc <= 1)).all()
+    md = (out / "results.md").read_text()
+    assert f"| {tiny_esm_dir} |" in md and "| kmer1 |" in md and "kmer1 / ece: model has no masked-LM logits" in md
+    # same seed, same numbers
+    again = run_bench(["kmer1"], ["homology", "similarity"], tmp_path / "again", smoke=True, data_dir=shared_data,
+                      progress=False)
+    first = df[(df["model"] == "kmer1") & df["task"].isin(["homology", "similarity"])]
+    np.testing.assert_array_equal(again[again["model"] == "kmer1"]["value"].to_numpy(), first["value"].to_numpy())
+
+
+def test_cli_unknown_task_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "protlens", "bench", "-m", "kmer1", "--tasks", "nope", "-o",
+                           str(tmp_path / "b")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown task 'nope'" in proc.stderr
+
+
+def test_kmer_has_no_logits():
+    assert not BenchModel("kmer", KmerEmbedder()).has_logits and len(AA_TOKENS) == 25

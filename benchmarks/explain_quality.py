@@ -147,6 +147,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/protlens_explain_bench")
     ap.add_argument("--out", default=None, help="also write the markdown here")
     ap.add_argument("--skip-kinases", action="store_true")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--append", action="store_true", help="append to --out instead of overwriting it")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
     work = Path(args.work)
@@ -160,7 +162,7 @@ def main() -> None:
              "No pretrained ESM-2 weights are available offline: with the default, embeddings carry residue identity "
              "and position but no learned biology, so every number below measures the *explanation machinery* "
              "(surrogate CNN, Captum attributions, deletion, motif statistics), not what ESM-2 knows.", ""]
-    syn_rows, acc = run_synthetic(plm, work, args)
+    syn_rows, acc = ([], []) if args.skip_synthetic else run_synthetic(plm, work, args)
     kin = None
     if not args.skip_kinases and SHARED.exists():
         kin = run_kinases(plm, work, args)
@@ -204,7 +206,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        with open(args.out, "a" if args.append else "w") as fh:
+            fh.write(("\n" if args.append else "") + text + "\n")
 
 
 if __name__ == "__main__":

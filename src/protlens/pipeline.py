@@ -29,6 +29,8 @@ PROJECTIONS = ("tsne", "umap", "pca")
 BASELINES = ("kmer", "kmer123", "alignment", "mmseqs")
 #: The alignment baseline is O(n^2) alignments; above this it is skipped with a warning.
 MAX_ALIGN = 3000
+#: obsp key of the alignment similarity in the baseline's AnnData.
+ALIGNMENT = "alignment"
 PIPELINE = "pipeline"
 
 
@@ -135,17 +137,18 @@ def _score(adata: ad.AnnData, label_col: str | None, keys: list[str], embedder: 
     return table
 
 
-def _baseline_scores(adata: ad.AnnData, baselines: Sequence[str], model_name: str, label_col: str, methods: Sequence[str], k: int | None, n_neighbors: int, n_boot: int,
+def _baseline_scores(adata: ad.AnnData, baselines: Sequence[str], model_name: str, label_col: str,
+                     methods: Sequence[str], k: int | None, n_neighbors: int, n_boot: int,
                      random_state: int) -> list[pd.DataFrame]:
     """Cluster sequence baselines the same way and score them; their labels go to ``obs['<method>_<baseline>']``."""
     from . import pp
+    from .models import load_model
 
     rows = []
     for name in baselines:
-        if name == model_name:
-            continue
+        if (load_model(name).name if name.startswith("kmer") else name) == model_name:
+            continue  # the model is this baseline already
         sub = ad.AnnData(obs=adata.obs[[K.SEQUENCE, label_col]].copy())
-        seqs = sub.obs[K.SEQUENCE].astype(str).tolist()
         if name.startswith("kmer"):
             pp.embed(sub, model=name, progress=False)
             keys = _cluster_all(sub, methods, k, n_neighbors, random_state)
@@ -154,18 +157,18 @@ def _baseline_scores(adata: ad.AnnData, baselines: Sequence[str], model_name: st
                 warnings.warn(f"alignment baseline skipped: {adata.n_obs} sequences > {MAX_ALIGN} "
                               "(all-vs-all Smith-Waterman is quadratic)", stacklevel=3)
                 continue
-            from .baselines import alignment_similarity
+            from .baselines import alignment
 
-            sub.obsp[K.ALIGNMENT] = alignment_similarity(seqs)
-            keys = _cluster_all(sub, methods, k, n_neighbors, random_state, similarity=K.ALIGNMENT)
+            alignment(sub, key_added=ALIGNMENT)
+            keys = _cluster_all(sub, methods, k, n_neighbors, random_state, similarity=ALIGNMENT)
         elif name == "mmseqs":
             if shutil.which("mmseqs") is None:
                 warnings.warn("mmseqs baseline skipped: the 'mmseqs' program is not installed "
                               "(Debian/Ubuntu: apt-get install mmseqs2)", stacklevel=3)
                 continue
-            from .baselines import mmseqs_cluster
+            from .baselines import mmseqs
 
-            sub.obs["mmseqs"] = pd.Categorical(np.asarray(mmseqs_cluster(seqs, list(sub.obs_names))).astype(str))
+            mmseqs(sub, key_added="mmseqs")
             keys = ["mmseqs"]
         else:
             raise InputError(f"unknown baseline '{name}' (choose from {', '.join(BASELINES)})")

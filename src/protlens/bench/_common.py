@@ -70,9 +70,16 @@ class Context:
     max_tokens: int = 4096
     device: str = "cpu"
     sizes: dict[str, int] = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.sizes = {**SIZES["smoke" if self.smoke else "default"], **self.sizes}
+
+    def memo(self, key: str, build):
+        """Build a model-independent dataset once per run (several tasks and models share it)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     def rng(self, task: str) -> np.random.Generator:
         return np.random.default_rng([self.seed, *task.encode()])
@@ -218,6 +225,10 @@ def enzyme_subset(ctx: Context) -> pd.DataFrame:
 
     Shared by the family (EC 3rd level) and function tasks so the embeddings are computed once.
     """
+    return ctx.memo("enzymes", lambda: _enzyme_subset(ctx)).copy()
+
+
+def _enzyme_subset(ctx: Context) -> pd.DataFrame:
     df = pd.read_csv(ctx.data("function", "enzymes_ec_split10.tsv"), sep="\t", dtype=str)
     df = df.rename(columns={"Entry": "id", "EC number": "ec", "Sequence": "sequence"})
     df = df[~df["ec"].str.contains(";") & df["ec"].str.fullmatch(r"\d+\.\d+\.\d+\.\d+")]
@@ -230,6 +241,10 @@ def enzyme_subset(ctx: Context) -> pd.DataFrame:
 
 def cath_domains(ctx: Context) -> pd.DataFrame:
     """CATH S40 domains (id, sequence, superfamily C.A.T.H) no longer than ``max_len``."""
+    return ctx.memo("cath", lambda: _cath_domains(ctx)).copy()
+
+
+def _cath_domains(ctx: Context) -> pd.DataFrame:
     labels = pd.read_csv(ctx.data("cath", "cath_domain_labels.csv"), header=None, names=["id", "sf"], dtype=str)
     sf = dict(zip(labels["id"], labels["sf"]))
     rows = []

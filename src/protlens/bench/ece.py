@@ -151,6 +151,10 @@ def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> fl
 
 
 def _prepare(ctx: Context) -> tuple[pd.DataFrame, list[str], list[np.ndarray], pd.DataFrame]:
+    return ctx.memo(TASK, lambda: _build(ctx))
+
+
+def _build(ctx: Context) -> tuple[pd.DataFrame, list[str], list[np.ndarray], pd.DataFrame]:
     held, train = heldout_split(ctx)
     max_len = 1022
     seqs = [s[:max_len] for s in held["sequence"]]

@@ -59,13 +59,18 @@ def _scatter(xy: np.ndarray, labels: np.ndarray, path, title: str, texts: list[s
     plt.close(fig)
 
 
+def _iters(ctx: Context) -> int:
+    return 250 if ctx.smoke else 1000  # sklearn's minimum in smoke runs; the default otherwise
+
+
 def run(ctx: Context, model: BenchModel) -> list[Row]:
     rows = []
     name = safe_name(model.name)
     if model.has_logits:
         aas, w = amino_acid_embeddings(model)
         cls = np.array([AA_CLASS[a] for a in aas])
-        xy = TSNE(n_components=2, perplexity=5, init="pca", random_state=ctx.seed).fit_transform(w)
+        xy = TSNE(n_components=2, perplexity=5, init="pca", max_iter=_iters(ctx),
+                  random_state=ctx.seed).fit_transform(w)
         _scatter(xy, cls, ctx.figure_path(f"{name}_aa_tsne.png"), f"{model.name}: output-layer amino acids", aas)
         rows.append(Row(TASK, "aa_class_1nn_acc", loo_1nn_accuracy(w, cls), len(aas), f"figures/{name}_aa_tsne.png"))
     else:
@@ -74,7 +79,7 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
     x = model.pooled(data["sequence"].tolist())
     labels = data["superfamily"].to_numpy()
     perplexity = min(30.0, (len(x) - 1) / 3)
-    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", metric="cosine",
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", metric="cosine", max_iter=_iters(ctx),
               random_state=ctx.seed).fit_transform(x)
     _scatter(xy, labels, ctx.figure_path(f"{name}_protein_tsne.png"), f"{model.name}: proteins by superfamily")
     rows.append(Row(TASK, "tenfam_silhouette", float(silhouette_score(x, labels, metric="cosine")), len(x),

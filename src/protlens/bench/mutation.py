@@ -202,6 +202,10 @@ def spearman(pred: np.ndarray, y: np.ndarray) -> float:
 
 def list_assays(ctx: Context) -> list[Assay]:
     """Every ``dms/*.csv`` with its FASTA, plus the ESM example; subsampled to a few positions each."""
+    return ctx.memo(TASK, lambda: _list_assays(ctx))
+
+
+def _list_assays(ctx: Context) -> list[Assay]:
     dms = ctx.data("dms")
     items = []
     for csv in sorted(dms.glob("*.csv")):

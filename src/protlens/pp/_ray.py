@@ -144,8 +144,12 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
         raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     if max_tokens < 8:
         raise InputError(f"--max-tokens {max_tokens} is too small")
+    if device.startswith("cuda") and not gpus_per_worker:
+        raise InputError(f"--device {device} needs --gpus-per-worker (Ray hides GPUs from workers without one)")
     if isinstance(model, (str, Path, type(None))):
         spec = str(model or default_model_name())
+        if Path(spec).exists():  # workers may run in another directory
+            spec = str(Path(spec).resolve())
         model = load_model(spec)  # on the driver too: provenance and the resume fingerprint
     else:
         spec = model  # an in-memory model is shipped to the actors through the object store

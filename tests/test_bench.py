@@ -126,6 +126,7 @@ def test_random_init_baseline_copies_architecture(tiny_esm_dir):
         random_init_model("kmer")
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_smoke_suite(shared_data, tiny_esm_dir, tmp_path):
     """Every task on tiny subsets for a tiny transformer and the composition baseline."""

@@ -27,20 +27,32 @@ def rand_data(n=120, seed=0):
     return [f"p{i}|x" for i in range(n)], seqs
 
 
+def shutdown_and_reap(ray, psutil) -> None:
+    """ray.shutdown(), then make sure no process this test started outlives it."""
+    ours = psutil.Process().children(recursive=True)  # raylet, GCS and every worker they started
+    ray.shutdown()
+    _, alive = psutil.wait_procs(ours, timeout=30)
+    for proc in alive:  # e.g. a worker still importing torch on a loaded machine
+        proc.kill()
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    """A private 2-CPU Ray instance without dashboard or usage reporting; none of its processes outlive it."""
+    """A private 2-CPU Ray instance without dashboard or usage reporting."""
     ray = pytest.importorskip("ray")
     psutil = pytest.importorskip("psutil")
     old = os.environ.get("RAY_USAGE_STATS_ENABLED")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    for attempt in range(2):  # Ray gives its raylet 30 s to start, which a busy CI machine can miss
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            break
+        except Exception:
+            shutdown_and_reap(ray, psutil)
+            if attempt:
+                raise
     yield ray
-    ours = psutil.Process().children(recursive=True)  # raylet, GCS and every worker it started
-    ray.shutdown()
-    _, alive = psutil.wait_procs(ours, timeout=30)
-    for proc in alive:  # a worker still importing torch on a loaded machine can miss the shutdown
-        proc.kill()
+    shutdown_and_reap(ray, psutil)
     if old is None:
         os.environ.pop("RAY_USAGE_STATS_ENABLED")
     else:
@@ -56,7 +68,8 @@ def local_result(model_dir, ids, seqs, tmp_path):
 def assert_same(local, distributed, ids, tmp_path):
     np.testing.assert_allclose(distributed.X, local.X, atol=1e-5)
     np.testing.assert_allclose(distributed.obsm[K.layer_key(0)], local.obsm[K.layer_key(0)], atol=1e-5)
-    for a, b in zip(read_residues(tmp_path / "local.h5", ids, "layer2"), read_residues(tmp_path / "ray.h5", ids, "layer2")):
+    ref_res, ray_res = (read_residues(tmp_path / f, ids, "layer2") for f in ("local.h5", "ray.h5"))
+    for a, b in zip(ref_res, ray_res):
         np.testing.assert_allclose(b, a, atol=1e-5)
     info, ref = distributed.uns[K.EMBED], local.uns[K.EMBED]
     for key in ("model", "weights_hash", "layers", "pooling", "window", "n_windowed", "device"):
@@ -105,6 +118,21 @@ def kill_a_worker_mid_run(shard_dir, already: int, killed: dict) -> None:
             killed.update(pid=workers[0].pid, shards_done=done)
             return
         time.sleep(0.01)
+
+
+def test_cli_rejects_unknown_engine_and_cuda_without_gpus(tmp_path, tiny_esm_dir):
+    from typer.testing import CliRunner
+
+    from protlens.cli import app
+
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nACDE\n")
+    base = ["embed", str(fasta), "-o", str(tmp_path / "x.h5ad"), "--model", str(tiny_esm_dir)]
+    result = CliRunner().invoke(app, [*base, "--engine", "spark"])
+    assert isinstance(result.exception, InputError) and "--engine" in str(result.exception)
+    pytest.importorskip("ray")
+    result = CliRunner().invoke(app, [*base, "--engine", "ray", "--device", "cuda"])
+    assert isinstance(result.exception, InputError) and "--gpus-per-worker" in str(result.exception)
 
 
 @pytest.mark.slow

@@ -26,9 +26,11 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         model: list[str] = typer.Option(..., "--model", "-m", help="Model name or path; repeat for several. "
                                         "'random:<arch or path>' = random-init transformer of that architecture."),
-        tasks: list[str] = typer.Option(["all"], "--tasks", "-t", help="'all' or task names (repeat or comma-separate): "
-                                        "ece, family, mutation, activity, ppi, function, homology, similarity, figures."),
-        out: Path = typer.Option(..., "-o", "--out", help="Output folder (results.csv, results.md, splits/, figures/)."),
+        tasks: list[str] = typer.Option(["all"], "--tasks", "-t", help="'all' or task names (repeat or "
+                                        "comma-separate): ece, family, mutation, activity, ppi, function, homology, "
+                                        "similarity, figures."),
+        out: Path = typer.Option(..., "-o", "--out",
+                                 help="Output folder (results.csv, results.md, splits/, figures/)."),
         smoke: bool = typer.Option(False, help="Tiny subsets of every task (seconds; for CI)."),
         seed: int = typer.Option(0, help="Seed of every split and subsample."),
         data: Path = typer.Option(None, help="Benchmark data folder (default $PROTLENS_BENCH_DATA or ../shared/data)."),

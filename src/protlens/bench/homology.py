@@ -50,7 +50,8 @@ def hit_at_k(sim: np.ndarray, positive: np.ndarray, ignore: np.ndarray, ks=KS) -
     has_pos = (positive & ~ignore).any(1)
     order = np.argsort(-sim, axis=1, kind="stable")[:, : max(ks)]
     hits = np.take_along_axis(positive & ~ignore, order, axis=1)
-    return {k: float(hits[has_pos, :k].any(1).mean()) if has_pos.any() else float("nan") for k in ks}, int(has_pos.sum())
+    rates = {k: float(hits[has_pos, :k].any(1).mean()) if has_pos.any() else float("nan") for k in ks}
+    return rates, int(has_pos.sum())
 
 
 def run(ctx: Context, model: BenchModel) -> list[Row]:

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: float = typer.Option(30.0, help="Seconds between progress checkpoints (resume on rerun)."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
         engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
-        address: str = typer.Option(None, help="Ray: cluster address ('auto' joins a running one; default starts one)."),
+        address: str = typer.Option(None, help="Ray: cluster address ('auto' joins a running one; "
+                                    "default: start a local one)."),
         num_workers: int = typer.Option(2, help="Ray: model replicas (actors)."),
         gpus_per_worker: float = typer.Option(0, help="Ray: GPUs per replica (1 for one GPU each)."),
         cpus_per_worker: float = typer.Option(1, help="Ray: CPU cores per replica (its torch threads)."),

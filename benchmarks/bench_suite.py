@@ -37,9 +37,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     models = args.model or ["kmer", "kmer1", "random:esm2_t6_8M_UR50D"] + [
         m for m in available_bundled() if m == "protlens-small"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     df = run_bench(models, "all", args.out, smoke=args.smoke, data_dir=args.data)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     table = (Path(args.out) / "results.md").read_text()
     per_model = df.groupby("model", sort=False)["seconds"].apply(
         lambda s: s.groupby(df.loc[s.index, "task"]).first().sum())
@@ -48,8 +48,8 @@ def main() -> None:
         f"Command: `{' '.join(['python', *sys.argv])}`  ",
         f"Machine: {args.machine} ({platform.processor() or platform.machine()}, torch threads {args.threads}); "
         f"date {args.date}; torch {torch.__version__}.  ",
-        f"Total wall time: **{wall / 60:.1f} min** for {', '.join(models)} "
-        "(machine shared with other jobs while measuring).  ",
+        f"Total wall time: **{wall / 60:.1f} min** for {', '.join(models)}; CPU time of the process "
+        f"{cpu / 60:.1f} min (wall > CPU / threads means other jobs shared the cores while measuring).  ",
         "Seconds per model (sum over tasks): " + ", ".join(f"{m} {s:.0f}" for m, s in per_model.items()) + ".", "",
         table,
     ]

@@ -119,3 +119,17 @@ def test_kmer_profiles_by_hand():
     names = KmerEmbedder((2,)).feature_names()
     assert np.isclose(two[names.index("AC")], 2 / np.sqrt(5)) and np.isclose(two[names.index("CA")], 1 / np.sqrt(5))
     assert load_model("kmer123").hidden_size == 20 + 400 + 8000
+
+
+def test_inference_then_gradients_and_weight_updates(tiny_esm):
+    """Embedding under inference_mode must not poison later autograd use or hide weight changes."""
+    toks, _ = tokens(["MKTAYIAKQR"])
+    with torch.inference_mode():
+        before = tiny_esm(toks).hidden[2].clone()
+    emb = tiny_esm.embed_tokens(toks).detach().requires_grad_(True)
+    tiny_esm(toks, inputs_embeds=emb).hidden[2].sum().backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    with torch.no_grad():
+        tiny_esm.hf.esm.encoder.layer[0].attention.self.query.weight.mul_(2.0)
+    with torch.inference_mode():
+        assert (tiny_esm(toks).hidden[2] - before).abs().max() > 1e-4

@@ -32,6 +32,8 @@ MAX_ALIGN = 3000
 #: obsp key of the alignment similarity in the baseline's AnnData.
 ALIGNMENT = "alignment"
 PIPELINE = "pipeline"
+TITLES = {"kmeans": "k-means", "spectral": "spectral", "leiden": "Leiden", "agglomerative": "agglomerative",
+          "hdbscan": "HDBSCAN"}
 
 
 def _load(input, labels, id_col, strip_gaps: bool) -> ad.AnnData:
@@ -186,7 +188,7 @@ def _figures(adata: ad.AnnData, out: Path, label_col: str | None, keys: list[str
 
     fig_dir = out / "figures"
     panel_keys = ([label_col] if label_col else []) + keys
-    titles = (["ground truth"] if label_col else []) + keys
+    titles = (["ground truth"] if label_col else []) + [TITLES.get(k, k) for k in keys]
     fig = pl.embedding_panels(adata, panel_keys, basis=basis, reference=label_col, titles=titles)
     paths = pl.save_figure(fig, fig_dir / "panels", formats=formats)
     png = next(p for p in paths if p.suffix == ".png")

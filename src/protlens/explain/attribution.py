@@ -169,9 +169,6 @@ def explain_plm(score: PLMClusterScore, seqs: Sequence[str], targets: Sequence[i
                 ) -> tuple[dict[str, list[np.ndarray]], dict[str, dict[int, np.ndarray]]]:
     """Attribution through the PLM on the token-embedding layer; BOS/EOS rows are dropped from the maps."""
     plm = score.plm
-    # .float() is a no-op on fp32 weights but drops EsmPLM's derived-weight cache, which holds
-    # inference-mode tensors (unusable under autograd) if the model embedded anything before
-    plm.float()
     methods = resolve_methods(methods)
     keep = set(keep_maps)
     tracks: dict[str, list[np.ndarray]] = {m: [] for m in methods}

@@ -158,6 +158,7 @@ class EsmPLM(nn.Module):
         self.token_dropout: bool = bool(cfg.token_dropout)
         self._rope_cache: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         self._fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._fused_version: tuple[int, ...] = ()
 
     # -- provenance -------------------------------------------------------------------------------
     @property
@@ -186,28 +187,37 @@ class EsmPLM(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------
     def _fused_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if self._fused is None:
+        """Per-layer fused (scaled Q | K | V) weights, rebuilt whenever the parameters change.
+
+        Built outside inference mode so the same tensors serve ``inference_mode`` embedding and
+        autograd-based attribution alike.
+        """
+        layers = self.hf.esm.encoder.layer
+        version = tuple(p._version for layer in layers for p in layer.attention.self.parameters())
+        if self._fused is None or self._fused_version != version:
             scale = (self.hidden_size // self.num_heads) ** -0.5
             fused = []
-            for layer in self.hf.esm.encoder.layer:
-                s = layer.attention.self
-                # fold the 1/sqrt(d) query scaling into the weights: one matmul, no extra multiply
-                w = torch.cat([s.query.weight * scale, s.key.weight, s.value.weight]).detach()
-                b = torch.cat([s.query.bias * scale, s.key.bias, s.value.bias]).detach()
-                fused.append((w, b))
-            self._fused = fused
+            with torch.inference_mode(False), torch.no_grad():
+                for layer in layers:
+                    s = layer.attention.self
+                    # fold the 1/sqrt(d) query scaling into the weights: one matmul, no extra multiply
+                    w = torch.cat([s.query.weight * scale, s.key.weight, s.value.weight])
+                    b = torch.cat([s.query.bias * scale, s.key.bias, s.value.bias])
+                    fused.append((w, b))
+            self._fused, self._fused_version = fused, version
         return self._fused
 
     def _rope(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (length, device, dtype)
         if key not in self._rope_cache:
-            dim = self.hidden_size // self.num_heads
-            inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
-            freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
-            emb = torch.cat((freqs, freqs), dim=-1)
             if len(self._rope_cache) > 64:
                 self._rope_cache.clear()
-            self._rope_cache[key] = (emb.cos().to(dtype), emb.sin().to(dtype))
+            dim = self.hidden_size // self.num_heads
+            with torch.inference_mode(False):  # usable both under inference_mode and autograd
+                inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
+                freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
+                emb = torch.cat((freqs, freqs), dim=-1)
+                self._rope_cache[key] = (emb.cos().to(dtype), emb.sin().to(dtype))
         return self._rope_cache[key]
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

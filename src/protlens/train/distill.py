@@ -170,7 +170,7 @@ def distill(config: DistillConfig) -> TrainResult:
         done = step >= cfg.max_steps or (cfg.max_time_min and elapsed >= 60 * cfg.max_time_min)
         if log and (step % cfg.log_every == 0 or done):
             t = terms / (cfg.log_every if step % cfg.log_every == 0 else (step % cfg.log_every))
-            log.write(f"{step},{tokens},{elapsed:.1f},{t[0]:.6f},{t[1]:.6f},{t[2]:.6f},{t[3]:.6f}\n")
+            log.write(f"{step},{tokens},{elapsed:.1f},{t[0]:.6e},{t[1]:.6e},{t[2]:.6e},{t[3]:.6e}\n")
             log.flush()
             if cfg.progress:
                 print(f"distill step {step}: loss {t[0]:.4f} (hidden {t[1]:.4f}, attn {t[2]:.2e}, logits {t[3]:.4f}), "

@@ -1,0 +1,87 @@
+"""tl.evaluate against scikit-learn's metrics; chance levels; missing labels; tl.project."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from protlens import tl
+from protlens.errors import InputError
+
+
+def labelled():
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b", "c"], 20)
+    X = rng.normal(size=(60, 5)).astype(np.float32) + np.repeat(np.eye(5)[:3] * 6, 20, axis=0)
+    a = ad.AnnData(X, obs=pd.DataFrame({"truth": y}, index=[f"s{i}" for i in range(60)]))
+    tl.cluster(a, "kmeans", n_clusters=3)
+    a.obs["rand"] = pd.Categorical(rng.integers(0, 3, 60).astype(str))
+    return a
+
+
+def test_matches_sklearn_and_reports_chance():
+    a = labelled()
+    table = tl.evaluate(a, "truth", cluster_keys=["kmeans", "rand"], n_boot=20)
+    y = a.obs["truth"].astype(str)
+    for key in ("kmeans", "rand"):
+        c = a.obs[key].astype(str)
+        assert table.loc[key, "ARI"] == pytest.approx(skm.adjusted_rand_score(y, c))
+        assert table.loc[key, "NMI"] == pytest.approx(skm.normalized_mutual_info_score(y, c))
+        assert table.loc[key, "AMI"] == pytest.approx(skm.adjusted_mutual_info_score(y, c))
+        assert table.loc[key, "v_measure"] == pytest.approx(skm.v_measure_score(y, c))
+        assert table.loc[key, "ARI_ci_low"] <= table.loc[key, "ARI"] <= table.loc[key, "ARI_ci_high"] + 1e-9
+    assert table.loc["kmeans", "ARI"] == 1.0
+    assert table.loc["kmeans", "silhouette"] == pytest.approx(skm.silhouette_score(
+        a.X, a.obs["kmeans"].astype(str), metric="cosine"))
+    assert abs(table.loc["chance", "ARI"]) < 0.1 and table.loc["kmeans", "ARI_chance"] < 0.1
+    assert "evaluate" in a.uns and a.uns["evaluate"]["table"].equals(table)
+
+
+def test_finds_clusterings_by_itself_and_intrinsic_only_without_labels():
+    a = labelled()
+    table = tl.evaluate(a, None)
+    assert list(table.index) == ["kmeans"]  # "rand" has no tl.cluster provenance
+    assert {"silhouette", "calinski_harabasz", "davies_bouldin"} <= set(table.columns)
+    assert "ARI" not in table.columns
+
+
+def test_missing_and_singleton_labels_warn_and_are_left_out():
+    a = labelled()
+    a.obs["truth"] = a.obs["truth"].astype(object)
+    a.obs.iloc[:5, a.obs.columns.get_loc("truth")] = np.nan
+    a.obs.iloc[5, a.obs.columns.get_loc("truth")] = "lonely"
+    with pytest.warns(UserWarning, match="5 of 60 sequences have no 'truth' label"):
+        with pytest.warns(UserWarning, match="single member.*lonely"):
+            table = tl.evaluate(a, "truth", cluster_keys=["kmeans"], n_boot=0)
+    keep = a.obs["truth"].notna()
+    assert table.loc["kmeans", "ARI"] == pytest.approx(
+        skm.adjusted_rand_score(a.obs["truth"][keep], a.obs["kmeans"][keep]))
+    assert a.uns["evaluate"]["n_evaluated"] == 55
+
+
+def test_bad_keys():
+    a = labelled()
+    with pytest.raises(InputError, match="no label column 'family'"):
+        tl.evaluate(a, "family")
+    with pytest.raises(InputError, match="nope"):
+        tl.evaluate(a, "truth", cluster_keys=["nope"])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_project_writes_obsm_reproducibly(method):
+    a = labelled()
+    params = {"n_iter": 100} if method == "tsne" else {}
+    tl.project(a, method, **params)
+    first = a.obsm[f"X_{method}"].copy()
+    tl.project(a, method, **params)
+    assert first.shape == (60, 2)
+    assert np.allclose(first, a.obsm[f"X_{method}"])
+    assert a.uns[method]["params"]["random_state"] == 0
+
+
+@pytest.mark.slow
+def test_project_umap():
+    a = labelled()
+    tl.project(a, "umap")
+    assert a.obsm["X_umap"].shape == (60, 2) and np.isfinite(a.obsm["X_umap"]).all()

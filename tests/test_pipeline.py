@@ -58,14 +58,15 @@ def test_run_from_files_writes_everything(files, tmp_path):
     assert saved.uns["pipeline"]["params"]["label_col"] == "family"
     html = (out / "report.html").read_text()
     assert "Agreement with the labels" in html and 'class="chance"' in html
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("<img src=\"data:image/png;base64,") == 3
 
 
-def test_well_separated_families_are_recovered(families, tmp_path):
-    """Unrelated superfamilies are trivially apart; a working pipeline must find that split."""
-    adata = run(families, label_col="superfamily", out=tmp_path, **{**FAST, "n_clusters": 2})
+def test_families_are_recovered(families, tmp_path):
+    """Families of the simulation are clearly apart in 3-mer space: a working pipeline finds them."""
+    adata = run(families, label_col="family", out=tmp_path, **FAST)
     metrics = adata.uns["evaluate"]["table"]
-    assert metrics.loc["kmeans", "ARI"] == pytest.approx(1.0)
+    assert metrics.loc["kmeans", "ARI"] > 0.9
+    assert metrics.loc["chance", "ARI"] < 0.1
 
 
 def test_run_without_labels(families, tmp_path):
@@ -80,16 +81,24 @@ def test_run_without_labels(families, tmp_path):
 
 
 def test_baselines_are_scored_next_to_the_model(families, tmp_path):
-    baselines = ("kmer123", "alignment") + (("mmseqs",) if shutil.which("mmseqs") else ())
-    adata = run(families, label_col="family", out=tmp_path, **{**FAST, "baselines": baselines})
+    adata = run(families, label_col="family", out=tmp_path, **{**FAST, "baselines": ("kmer123", "alignment")})
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     rows = set(zip(metrics["embedder"], metrics["method"]))
     assert {("kmer123", "kmeans"), ("kmer123", "spectral"), ("alignment", "spectral")} <= rows
     assert ("alignment", "kmeans") not in rows  # k-means needs vectors, not a similarity
     assert (metrics["kind"] == "chance").sum() == 1 and metrics["kind"].iloc[-1] == "chance"
     assert {"kmeans_kmer123", "spectral_alignment"} <= set(adata.obs.columns)
-    if "mmseqs" in baselines:
-        assert ("mmseqs", "mmseqs") in rows and "mmseqs" in adata.obs
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('<tr class="baseline">') == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="mmseqs (Debian package mmseqs2) not installed")
+def test_mmseqs_reference_row(families, tmp_path):
+    adata = run(families, label_col="family", out=tmp_path, **{**FAST, "baselines": ("mmseqs",)})
+    metrics = pd.read_csv(tmp_path / "metrics.csv").set_index("embedder")
+    assert metrics.loc["mmseqs", "method"] == "mmseqs"
+    assert metrics.loc["mmseqs", "n_clusters"] == adata.obs["mmseqs"].nunique()
 
 
 def test_baseline_equal_to_the_model_is_not_repeated(families, tmp_path):
@@ -99,12 +108,19 @@ def test_baseline_equal_to_the_model_is_not_repeated(families, tmp_path):
 
 
 def test_same_seed_same_clusters(families, tmp_path):
-    kw = {**FAST, "n_clusters": None, "methods": ("kmeans", "spectral", "leiden")}
-    a = run(families, label_col="family", out=tmp_path / "a", random_state=3, **kw)
-    b = run(families, label_col="family", out=tmp_path / "b", random_state=3, **kw)
+    rng = np.random.default_rng(0)
+    codes = pd.factorize(families.obs["family"])[0]
+    X = (rng.normal(size=(4, 16))[codes] + 0.8 * rng.normal(size=(families.n_obs, 16))).astype(np.float32)
+    embedded = ad.AnnData(X=X, obs=families.obs)
+    kw = {**FAST, "model": None, "n_clusters": None, "methods": ("kmeans", "spectral", "leiden"),
+          "projection": "tsne"}
+    a = run(embedded, label_col="family", out=tmp_path / "a", random_state=3, **kw)
+    b = run(embedded, label_col="family", out=tmp_path / "b", random_state=3, **kw)
     for key in ("kmeans", "spectral", "leiden"):
         assert (a.obs[key].astype(str) == b.obs[key].astype(str)).all()
-    np.testing.assert_array_equal(a.obsm["X_pca"], b.obsm["X_pca"])
+    np.testing.assert_array_equal(a.obsm["X_tsne"], b.obsm["X_tsne"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "metrics.csv"),
+                                  pd.read_csv(tmp_path / "b" / "metrics.csv"))
 
 
 def test_n_clusters_from_labels(families, tmp_path):

@@ -105,3 +105,11 @@ def test_write_is_atomic_on_failure(tmp_path):
     with pytest.raises(FileNotFoundError):
         report.write_report(_adata(), path, figures=[("x", tmp_path / "missing.png", [])])
     assert path.read_text() == "old"
+
+
+def test_compact_metrics_folds_intervals():
+    full = pd.DataFrame({"kind": ["model"], "method": ["spectral"], "ARI": [0.8], "ARI_ci_low": [0.7123],
+                         "ARI_ci_high": [0.9], "homogeneity": [0.5]})
+    compact = report.compact_metrics(full)
+    assert list(compact.columns) == ["kind", "method", "ARI", "ARI 95% CI"]
+    assert compact.loc[0, "ARI 95% CI"] == "0.71-0.90"

@@ -225,7 +225,7 @@ def run(input: str | Path | ad.AnnData, labels: str | Path | None = None, label_
     """
     from . import __version__, pp, tl
     from .models import default_model_name
-    from .report import write_report
+    from .report import compact_metrics, write_report
 
     t0 = time.perf_counter()
     methods = list(dict.fromkeys(methods))
@@ -282,8 +282,8 @@ def run(input: str | Path | ad.AnnData, labels: str | Path | None = None, label_
                f"({'k chosen automatically' if k is None else f'k = {k}'})"
                + (f"; scored against <b>{label_col}</b> ({n_classes} classes)." if label_col else
                   "; no labels, so only intrinsic scores."))
-    write_report(adata, out / "report.html", metrics=metrics, figures=figures, interactive=fragment,
-                 title=title or f"protlens: {adata.n_obs} sequences", summary=summary)
+    write_report(adata, out / "report.html", metrics=compact_metrics(metrics), figures=figures,
+                 interactive=fragment, title=title or f"protlens: {adata.n_obs} sequences", summary=summary)
     write_h5ad(adata, out / "result.h5ad")
     return adata
 

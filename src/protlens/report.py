@@ -33,6 +33,7 @@ table{border-collapse:collapse;font-size:.88em;margin:.6em 0}th,td{padding:.25em
 text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
 tr.chance td{color:#777;font-style:italic}tr.baseline td{background:#fafafa}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
+.wide{overflow-x:auto}.figs{display:flex;flex-wrap:wrap;gap:0 1.5em;align-items:flex-start}
 .note{font-size:.88em;color:#555}code{background:#f3f3f3;padding:0 .2em}
 """
 
@@ -79,7 +80,23 @@ def metrics_html(metrics: pd.DataFrame, row_kind: str | None = "kind") -> str:
         cls = f' class="{html.escape(kind)}"' if kind in {"chance", "baseline", "published"} else ""
         cells = "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols)
         rows.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            "</div>")
+
+
+def compact_metrics(metrics: pd.DataFrame, keep: Sequence[str] = ("kind", "embedder", "method", "n_clusters", "ARI",
+                    "NMI", "NMI_chance", "AMI", "v_measure", "silhouette")) -> pd.DataFrame:
+    """The columns a reader needs, with each bootstrap interval folded into one ``lo-hi`` column."""
+    out = pd.DataFrame(index=metrics.index)
+    for col in keep:
+        if col not in metrics:
+            continue
+        out[col] = metrics[col]
+        lo, hi = f"{col}_ci_low", f"{col}_ci_high"
+        if lo in metrics and hi in metrics:
+            out[f"{col} 95% CI"] = [f"{a:.2f}-{b:.2f}" if pd.notna(a) and pd.notna(b) else ""
+                                    for a, b in zip(metrics[lo], metrics[hi])]
+    return out
 
 
 def _plain(value):
@@ -152,7 +169,7 @@ def write_report(adata, path: str | Path, metrics: pd.DataFrame | None = None,
                   metrics_html(metrics)]
     if figures:
         parts.append("<h2>Figures</h2>")
-        parts += [figure_html(cap, png, alt) for cap, png, alt in figures]
+        parts += ['<div class="figs">'] + [figure_html(cap, png, alt) for cap, png, alt in figures] + ["</div>"]
     if interactive:
         parts += ["<h2>Interactive map</h2>",
                   '<p class="note">Hover a point for its id, labels and clusters; the menu switches the colouring; '

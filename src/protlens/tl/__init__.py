@@ -11,7 +11,20 @@ from ._evaluate import evaluate
 from ._neighbors import KnnResult, knn, knn_graph, neighbors
 from ._reduce import PROJECT_METHODS, project
 
+
+
+def explain(adata, clusters: str = "spectral", **kwargs) -> None:
+    """``tl.explain``: residue-level explanations of a clustering (see :func:`protlens.explain.explain`).
+
+    Imported on call because the explain package itself builds on ``tl``.
+    """
+    from ..explain import explain as _explain
+
+    _explain(adata, clusters, **kwargs)
+
+
 __all__ = [
+    "explain",
     "CLUSTER_METHODS",
     "PROJECT_METHODS",
     "HierarchicalClustering",

@@ -35,6 +35,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "kinases"
 RESULTS = ROOT / "benchmarks" / "results" / "kinase_clustering.md"
+#: hs_domains.fasta has records whose "sequence" is the text NA (FAM198A/B): not domains, dropped.
+MIN_LENGTH = 10
 PUBLISHED = [("k-means", 0.2352, 0.4554), ("spectral", 0.2374, 0.5505)]
 SETS = {
     "a": ("(a) 40 Manning families, kinase domains", "Kinase_Family"),
@@ -44,7 +46,11 @@ SETS = {
 
 
 def load_set(key: str, data: Path) -> ad.AnnData:
-    """Sequences of one set with their Manning labels in ``obs['label']`` (FASTA ids are Manning names)."""
+    """Sequences of one set with their Manning labels in ``obs['label']`` (FASTA ids are Manning names).
+
+    Families for (a) and (c) are those with >= 5 records in hs_domains.fasta, as counted before
+    placeholder records are dropped.
+    """
     from protlens.io import read_sequences
 
     kinome = pd.read_csv(data / "hs_kinome.csv", dtype=str).set_index("Manning_Name")
@@ -64,6 +70,11 @@ def load_set(key: str, data: Path) -> ad.AnnData:
             raise SystemExit(f"full-length ids not in hs_kinome.csv Manning_Name: {unknown[:5]}")
         full.obs["Kinase_Family"] = kinome["Kinase_Family"].reindex(full.obs_names).to_numpy()
         adata = full[full.obs["Kinase_Family"].isin(families)].copy()
+    placeholder = adata.obs["length"] < MIN_LENGTH
+    if placeholder.any():
+        print(f"  dropped {int(placeholder.sum())} placeholder record(s) shorter than {MIN_LENGTH} residues: "
+              f"{', '.join(adata.obs_names[placeholder])}", file=sys.stderr)
+        adata = adata[~placeholder.to_numpy()].copy()
     adata.obs["label"] = adata.obs[SETS[key][1]].astype(str)
     return adata
 
@@ -74,7 +85,7 @@ def embedders(extra: list[str]) -> list[str]:
     return ["kmer", "kmer123", "alignment"] + available_bundled() + extra
 
 
-def prepare(adata: ad.AnnData, embedder: str, seed: int) -> tuple[ad.AnnData, float, str]:
+def prepare(adata: ad.AnnData, embedder: str, seed: int, n_neighbors: int) -> tuple[ad.AnnData, float, str]:
     """Embed (or align) and build the kNN graph; returns (adata, seconds, model name)."""
     from protlens import pp, tl
     from protlens.baselines import alignment
@@ -83,11 +94,11 @@ def prepare(adata: ad.AnnData, embedder: str, seed: int) -> tuple[ad.AnnData, fl
     t0 = time.perf_counter()
     if embedder == "alignment":
         alignment(a, key_added="alignment")
-        tl.neighbors(a, n_neighbors=15, use_graph="alignment", random_state=seed)
+        tl.neighbors(a, n_neighbors=n_neighbors, use_graph="alignment", random_state=seed)
         name = "Smith-Waterman BLOSUM62 (parasail)"
     else:
         pp.embed(a, model=embedder, progress=False)
-        tl.neighbors(a, n_neighbors=15, random_state=seed)
+        tl.neighbors(a, n_neighbors=n_neighbors, random_state=seed)
         name = a.uns["embed"]["model"]
     return a, time.perf_counter() - t0, name
 
@@ -111,6 +122,25 @@ def cluster_rows(a: ad.AnnData, embedder: str, name: str, k_true: int, seed: int
                          "k": "true" if k else "auto", "clusters": len(set(c)),
                          "ARI": adjusted_rand_score(y, c), "NMI": normalized_mutual_info_score(y, c),
                          "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def neighbour_sensitivity(a: ad.AnnData, embedder: str, name: str, k_true: int, seed: int,
+                          grid: tuple[int, ...] = (5, 10, 15, 30)) -> list[dict]:
+    """Spectral and Leiden (k = true) on kNN graphs of several sizes: how much the graph choice matters."""
+    from protlens import tl
+
+    y = a.obs["label"].to_numpy()
+    graph = "alignment" if embedder == "alignment" else None
+    rows = []
+    for nn in grid:
+        tl.neighbors(a, n_neighbors=nn, use_graph=graph, random_state=seed, key_added="sens")
+        for method in ("spectral", "leiden"):
+            tl.cluster(a, method, n_clusters=k_true, random_state=seed, use_graph="sens_connectivities",
+                       key_added="c")
+            c = a.obs["c"].astype(str).to_numpy()
+            rows.append({"embedder": name, "method": method, "n_neighbors": nn,
+                         "ARI": adjusted_rand_score(y, c), "NMI": normalized_mutual_info_score(y, c)})
     return rows
 
 
@@ -138,18 +168,21 @@ def chance_row(adata: ad.AnnData, n_perm: int, seed: int) -> dict:
             "NMI": np.mean([normalized_mutual_info_score(y, p) for p in perms]), "seconds": np.nan}
 
 
-def run_set(key: str, data: Path, extra: list[str], n_perm: int, seed: int) -> tuple[str, pd.DataFrame]:
+def run_set(key: str, data: Path, extra: list[str], n_perm: int, seed: int, n_neighbors: int,
+            sensitivity: bool) -> tuple[str, pd.DataFrame, pd.DataFrame | None, float]:
     adata = load_set(key, data)
     k_true = adata.obs["label"].nunique()
     title = f"{SETS[key][0]}: {adata.n_obs} sequences, {k_true} classes ({SETS[key][1]})"
     print(f"\n{title}", file=sys.stderr)
-    rows = []
+    rows, sens = [], []
     for emb in embedders(extra):
-        a, secs, name = prepare(adata, emb, seed)
+        a, secs, name = prepare(adata, emb, seed, n_neighbors)
         print(f"  {name}: embedded/aligned in {secs:.1f} s", file=sys.stderr)
         for r in cluster_rows(a, emb, name, k_true, seed):
             r["embed_s"] = secs
             rows.append(r)
+        if sensitivity:
+            sens += neighbour_sensitivity(a, emb, name, k_true, seed)
     for r in (mmseqs_row(adata), chance_row(adata, n_perm, seed)):
         if r is not None:
             rows.append(r)
@@ -159,17 +192,19 @@ def run_set(key: str, data: Path, extra: list[str], n_perm: int, seed: int) -> t
             table.loc[len(table)] = {"embedder": "published: ESM-2, 26 subfamilies (Saadati et al.; not measured "
                                                  "here, different label set)", "method": method, "k": "26",
                                      "clusters": 26, "ARI": ari, "NMI": nmi}
-    return title, table
+    return title, table, pd.DataFrame(sens) if sens else None, adata.n_obs / k_true
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def to_markdown(table: pd.DataFrame,
+                cols: tuple[str, ...] = ("embedder", "method", "k", "clusters", "ARI", "NMI", "embed s", "cluster s")
+                ) -> str:
     shown = table.copy()
     for col in ("ARI", "NMI"):
         shown[col] = shown[col].map(lambda v: f"{v:.3f}")
     for col in ("seconds", "embed_s"):
-        shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     shown = shown.rename(columns={"seconds": "cluster s", "embed_s": "embed s"})
-    cols = ["embedder", "method", "k", "clusters", "ARI", "NMI", "embed s", "cluster s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for _, r in shown.iterrows()]
     return "\n".join(lines)
@@ -182,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", action="append", default=[], help="extra PLM (name or path), repeatable")
     p.add_argument("--n-perm", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-neighbors", type=int, default=15, help="kNN graph size for spectral and Leiden")
+    p.add_argument("--sensitivity", default="a", help="sets that also get the n_neighbors sweep ('' for none)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if not args.data.exists():
@@ -190,17 +227,24 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/kinase_clustering.py " + " ".join(argv if argv is not None else sys.argv[1:])
     sections = []
     for key in args.sets.split(","):
-        title, table = run_set(key.strip(), args.data, args.model, args.n_perm, args.seed)
+        key = key.strip()
+        title, table, sens, mean_class = run_set(key, args.data, args.model, args.n_perm, args.seed,
+                                                 args.n_neighbors, key in args.sensitivity.split(","))
         md = to_markdown(table)
+        if sens is not None:
+            md += ("\n\nSensitivity to the kNN graph (k = true; the main table uses "
+                   f"n_neighbors = {args.n_neighbors}; the mean class here has {mean_class:.1f} members):\n\n"
+                   + to_markdown(sens, ("embedder", "method", "n_neighbors", "ARI", "NMI")))
         print(f"\n### {title}\n\n{md}")
         sections.append(f"### {title}\n\n{md}")
     header = (f"## Kinase clustering (issue 3)\n\nCommand: `{command.strip()}`  \n"
-              f"Machine: 2-core CPU, 24 GB, no GPU. Date: {dt.date(2026, 11, 21).isoformat()} "
-              f"(run {dt.datetime.now().strftime('%H:%M')}). Seed {args.seed}.\n\n"
+              f"Machine: 2-core CPU, 24 GB, no GPU. Date: {dt.date.today().isoformat()}. "
+              f"Seed {args.seed}.\n\n"
               "ARI first: it is 0 for a random partition whatever the number of clusters; NMI is not (read it "
               "against the chance row). `k = true`: the number of classes is given; `k = auto`: each method "
               "chooses (k-means/UPGMA: silhouette, spectral: eigengap, Leiden: resolution sweep). Spectral and "
-              "Leiden run on the 15-NN graph (cosine for vectors, 1 - similarity for the alignment scores).\n")
+              f"Leiden run on the {args.n_neighbors}-NN graph (cosine for vectors, 1 - similarity for the "
+              "alignment scores).\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header + "\n" + "\n\n".join(sections) + "\n")
     print(f"\nwrote {args.out}", file=sys.stderr)

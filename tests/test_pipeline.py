@@ -152,6 +152,13 @@ def test_nan_embeddings_name_the_records(families, tmp_path):
         run(embedded, label_col="family", out=tmp_path, **{**FAST, "model": None})
 
 
+def test_all_zero_embeddings_name_the_records(families, tmp_path):
+    adata = families.copy()
+    adata.obs.loc[adata.obs_names[4], "sequence"] = "NA"  # what a missing domain looks like in KinBase
+    with pytest.raises(InputError, match=rf"1 embedding\(s\) are all zero .*: {adata.obs_names[4]}"):
+        run(adata, label_col="family", out=tmp_path, **FAST)
+
+
 def test_precomputed_embeddings_are_used(families, tmp_path):
     X = np.random.default_rng(0).normal(size=(families.n_obs, 8)).astype(np.float32)
     adata = run(ad.AnnData(X=X, obs=families.obs), label_col="family", out=tmp_path, **{**FAST, "model": None})

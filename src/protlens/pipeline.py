@@ -91,11 +91,14 @@ def _resolve_k(n_clusters: int | str | None, n: int, n_classes: int | None) -> i
 
 
 def _check_embedding(adata: ad.AnnData) -> None:
+    """NaN/inf rows, and all-zero rows (no cosine direction: e.g. a k-mer profile of 'NA'), named."""
     X = np.asarray(adata.X)
-    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-    if len(bad):
-        ids = ", ".join(adata.obs_names[bad[:5]]) + (" ..." if len(bad) > 5 else "")
-        raise InputError(f"{len(bad)} embedding(s) contain NaN or infinite values: {ids}")
+    for bad, what in ((~np.isfinite(X).all(axis=1), "contain NaN or infinite values"),
+                      (~X.any(axis=1), "are all zero (sequences too short or without standard residues?)")):
+        rows = np.flatnonzero(bad)
+        if len(rows):
+            ids = ", ".join(adata.obs_names[rows[:5]]) + (" ..." if len(rows) > 5 else "")
+            raise InputError(f"{len(rows)} embedding(s) {what}: {ids}")
 
 
 def _cluster_all(adata: ad.AnnData, methods: Sequence[str], k: int | None, n_neighbors: int, random_state: int,
@@ -186,25 +189,23 @@ def _figures(adata: ad.AnnData, out: Path, label_col: str | None, keys: list[str
     """Panels, contingency heatmaps and the interactive scatter; returns (report figures, plotly fragment)."""
     from . import pl
 
-    fig_dir = out / "figures"
+    formats = list(dict.fromkeys(["png", *formats]))  # the report inlines the PNG
+
+    def save(fig, name: str, caption: str) -> tuple[str, Path, list[Path]]:
+        png, *others = pl.save_figure(fig, out / "figures" / name, formats=formats)
+        return caption, png, others
+
     panel_keys = ([label_col] if label_col else []) + keys
     titles = (["ground truth"] if label_col else []) + [TITLES.get(k, k) for k in keys]
-    fig = pl.embedding_panels(adata, panel_keys, basis=basis, reference=label_col, titles=titles)
-    paths = pl.save_figure(fig, fig_dir / "panels", formats=formats)
-    png = next(p for p in paths if p.suffix == ".png")
-    caption = ("Same 2-D coordinates, coloured by the labels and by each clustering" if label_col
-               else "Same 2-D coordinates, coloured by each clustering")
-    figures = [(caption, png, [p for p in paths if p != png])]
+    figures = [save(pl.embedding_panels(adata, panel_keys, basis=basis, reference=label_col, titles=titles),
+                    "panels", "Same 2-D coordinates, coloured by " + ("the labels and by " if label_col else "")
+                    + "each clustering")]
     if label_col:
-        for key in keys:
-            paths = pl.save_figure(pl.contingency(adata, label_col, key), fig_dir / f"contingency_{key}",
-                                   formats=formats)
-            png = next(p for p in paths if p.suffix == ".png")
-            figures.append((f"{label_col} vs {key}: fraction of each class in each cluster",
-                            png, [p for p in paths if p != png]))
-    hover = [c for c in adata.obs.columns if c not in (K.SEQUENCE,) and adata.obs[c].nunique() < adata.n_obs]
+        figures += [save(pl.contingency(adata, label_col, key), f"contingency_{key}",
+                         f"{label_col} vs {key}: fraction of each class in each cluster") for key in keys]
+    hover = [c for c in adata.obs.columns if c != K.SEQUENCE and adata.obs[c].nunique() < adata.n_obs]
     scatter = pl.interactive_scatter(adata, panel_keys, basis=basis, reference=label_col,
-                                     hover=[c for c in dict.fromkeys(panel_keys + hover)])
+                                     hover=list(dict.fromkeys(panel_keys + hover)))
     pl.write_interactive(scatter, out / "scatter.html")
     return figures, pl.interactive_fragment(scatter)
 

@@ -37,7 +37,8 @@ def _done(adata, out: Path) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
-        input: Path = typer.Argument(..., help="FASTA (.gz ok), CSV/TSV with id and sequence columns, or an embedded .h5ad."),
+        input: Path = typer.Argument(..., help="FASTA (.gz ok), CSV/TSV with id and sequence columns, "
+                                     "or an embedded .h5ad."),
         labels: Path = typer.Option(None, help="CSV/TSV of labels joined by id (optional: works without labels)."),
         label_col: str = typer.Option(None, help="Label column to score against (needed if the table has several)."),
         id_col: str = typer.Option(None, help="Id column of the labels table (default: auto-detected)."),

@@ -130,9 +130,9 @@ def parameters_html(adata) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
-def versions_html() -> str:
+def versions_html(found: Mapping[str, str]) -> str:
     return ("<table><tbody>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
-                                      for k, v in versions().items()) + "</tbody></table>")
+                                      for k, v in found.items()) + "</tbody></table>")
 
 
 def explain_section(adata, out_dir: Path) -> tuple[str, str] | None:
@@ -156,9 +156,10 @@ def write_report(adata, path: str | Path, metrics: pd.DataFrame | None = None,
     ``adata.uns['explain']`` exists.
     """
     path = Path(path)
+    found = versions()
     parts = [f"<h1>{html.escape(title)}</h1>",
              f'<p class="note">{adata.n_obs} sequences; generated {_dt.datetime.now().isoformat(timespec="seconds")}'
-             f" by protlens {html.escape(versions().get('protlens', '?'))}.</p>"]
+             f" by protlens {html.escape(found.get('protlens', '?'))}.</p>"]
     if summary:
         parts.append(f"<p>{summary}</p>")
     if metrics is not None and len(metrics):
@@ -180,9 +181,10 @@ def write_report(adata, path: str | Path, metrics: pd.DataFrame | None = None,
         extra.append(explained)
     for heading, body in extra:
         parts += [f"<h2>{html.escape(heading)}</h2>", body]
-    parts += ["<h2>Parameters</h2>", parameters_html(adata), "<h2>Versions</h2>", versions_html()]
+    parts += ["<h2>Parameters</h2>", parameters_html(adata), "<h2>Versions</h2>", versions_html(found)]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

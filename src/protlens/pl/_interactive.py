@@ -44,7 +44,8 @@ def interactive_scatter(adata, color: Sequence[str], basis: str = K.X_TSNE, refe
     groups = []
     for i, key in enumerate(color):
         values = _obs(adata, key)
-        styles = category_styles(values.to_numpy()) if key == reference else aligned_styles(ref_values, values.to_numpy())
+        styles = (category_styles(values.to_numpy()) if key == reference
+                  else aligned_styles(ref_values, values.to_numpy()))
         names = np.where(values.isna(), "nan", values.astype(str).to_numpy())
         first = len(fig.data)
         for name in list(styles) + sorted(set(names) - set(styles)):

@@ -8,6 +8,7 @@ once whether the model beats what a bioinformatician would have done without it.
 
 from __future__ import annotations
 
+import html
 import shutil
 import time
 import warnings
@@ -279,9 +280,9 @@ def run(input: str | Path | ad.AnnData, labels: str | Path | None = None, label_
         "seconds": round(time.perf_counter() - t0, 2), "protlens_version": __version__,
     }
     metrics.to_csv(out / "metrics.csv", index=False)
-    summary = (f"Model <b>{model_name}</b>; clustering with {', '.join(methods)} "
+    summary = (f"Model <b>{html.escape(model_name)}</b>; clustering with {', '.join(methods)} "
                f"({'k chosen automatically' if k is None else f'k = {k}'})"
-               + (f"; scored against <b>{label_col}</b> ({n_classes} classes)." if label_col else
+               + (f"; scored against <b>{html.escape(label_col)}</b> ({n_classes} classes)." if label_col else
                   "; no labels, so only intrinsic scores."))
     write_report(adata, out / "report.html", metrics=compact_metrics(metrics), figures=figures,
                  interactive=fragment, title=title or f"protlens: {adata.n_obs} sequences", summary=summary)

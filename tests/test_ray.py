@@ -136,7 +136,6 @@ def test_cli_rejects_unknown_engine_and_cuda_without_gpus(tmp_path, tiny_esm_dir
 
 
 @pytest.mark.slow
-@pytest.mark.ray_cluster
 def test_ray_equals_local_after_driver_crash_and_killed_worker(ray_local, tiny_esm_dir, tmp_path, monkeypatch):
     """Both failure modes in one pipeline (every Ray actor start imports torch, so runs are few):
     the driver dies after saving 2 shards; the rerun reuses them, loses a worker mid-run, and

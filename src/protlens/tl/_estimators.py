@@ -145,7 +145,8 @@ class SparseSpectralClustering(ClusterMixin, BaseEstimator):
 
     def fit(self, X, y=None) -> SparseSpectralClustering:
         """``X``: a symmetric non-negative affinity matrix (sparse or dense), e.g. a kNN graph."""
-        from scipy.sparse.linalg import eigsh
+        from scipy.sparse.csgraph import connected_components
+        from scipy.sparse.linalg import eigsh, lobpcg
         from sklearn.cluster import KMeans
 
         A = sp.csr_matrix(X, dtype=np.float64)
@@ -171,8 +172,14 @@ class SparseSpectralClustering(ClusterMixin, BaseEstimator):
             mu, vecs = mu[::-1][: min(m, n)], vecs[:, ::-1][:, : min(m, n)]
         elif solver == "arpack":
             m = min(m, n - 1)
-            v0 = check_random_state(self.random_state).uniform(-1, 1, n)
-            mu, vecs = eigsh(M, k=m, which="LA", tol=self.eigen_tol, v0=v0)
+            rs = check_random_state(self.random_state)
+            if connected_components(A, directed=False)[0] > 1:
+                # A disconnected graph has eigenvalue 1 once per component; single-vector Lanczos
+                # (ARPACK) recovers such repeated eigenvalues unreliably, block LOBPCG does not.
+                mu, vecs = lobpcg(M, rs.uniform(-1, 1, (n, m)), largest=True, tol=max(self.eigen_tol, 1e-8),
+                                  maxiter=1000)
+            else:
+                mu, vecs = eigsh(M, k=m, which="LA", tol=self.eigen_tol, v0=rs.uniform(-1, 1, n))
             order = np.argsort(-mu)
             mu, vecs = mu[order], vecs[:, order]
         else:

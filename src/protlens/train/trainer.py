@@ -496,10 +496,11 @@ def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, voc
     if conf.get("export_dtype") == "fp16":
         hf = hf.half()
     EsmPLM(hf, out.name, "protlens train").save_pretrained(tmp)
-    if module.use_graph:
-        heads = {f"cluster_head.{k}": v.detach().float().cpu().contiguous() for k, v in module.cluster_head.state_dict().items()}
-        heads["family_nodes"] = module.family_nodes.detach().float().cpu().contiguous()
-        heads["superfamily_nodes"] = module.superfamily_nodes.detach().float().cpu().contiguous()
+    if module.use_graph:  # same dtype as the weights: node tables are large (families x dim)
+        hd = torch.float16 if conf.get("export_dtype") == "fp16" else torch.float32
+        heads = {f"cluster_head.{k}": v.detach().to(hd).cpu().contiguous() for k, v in module.cluster_head.state_dict().items()}
+        heads["family_nodes"] = module.family_nodes.detach().to(hd).cpu().contiguous()
+        heads["superfamily_nodes"] = module.superfamily_nodes.detach().to(hd).cpu().contiguous()
         save_file(heads, str(tmp / "protlens_heads.safetensors"))
     if vocab is not None:
         (tmp / "label_vocab.json").write_text(json.dumps(vocab.to_dict()))

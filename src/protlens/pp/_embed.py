@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -359,6 +358,27 @@ def set_embedding(adata, matrix: np.ndarray, var_prefix: str = "dim") -> None:
     adata.__dict__.update(new.__dict__)
 
 
+def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.ndarray], *, pooling: str,
+                    window: int | None, overlap: int, truncate: bool, n_windowed: int, max_tokens: int,
+                    device: str, dtype: str, seconds: float) -> dict:
+    """Put pooled layers in ``X``/``obsm`` and return the provenance record every engine writes."""
+    from .. import __version__
+
+    resolved = list(pooled)
+    set_embedding(adata, pooled[resolved[0]])
+    for layer in resolved[1:]:
+        adata.obsm[K.layer_key(layer)] = pooled[layer]
+    neural = isinstance(model, EsmPLM)
+    return {
+        "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
+        "layers": resolved, "pooling": pooling if neural else "kmer-profile",
+        "window": (window or model.max_residues) if neural else 0,
+        "overlap": overlap if neural else 0, "truncate": truncate, "n_windowed": n_windowed,
+        "max_tokens": max_tokens, "device": device, "dtype": dtype,
+        "seconds": round(seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
+    }
+
+
 def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),
           pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int = 4096,
           device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
@@ -370,8 +390,6 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
     per-residue states, if a file is given, to a sidecar HDF5 (group ``layer<n>``, one dataset per
     record) written atomically.
     """
-    from .. import __version__
-
     if isinstance(model, (str, type(None))):
         model = load_model(model or default_model_name())
     seqs = adata.obs[K.SEQUENCE].astype(str).tolist()
@@ -379,19 +397,10 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
                           max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window,
                           overlap=overlap, resume_dir=resume_dir, checkpoint_every=checkpoint_every,
                           progress=progress)
-    resolved = list(res.pooled)
-    set_embedding(adata, res.pooled[resolved[0]])
-    for layer in resolved[1:]:
-        adata.obsm[K.layer_key(layer)] = res.pooled[layer]
     neural = isinstance(model, EsmPLM)
-    info = {
-        "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
-        "layers": resolved, "pooling": pooling if neural else "kmer-profile",
-        "window": (window or model.max_residues) if neural else 0,
-        "overlap": overlap if neural else 0, "truncate": truncate, "n_windowed": res.n_windowed,
-        "max_tokens": max_tokens, "device": str(resolve_device(device)) if neural else "cpu", "dtype": dtype,
-        "seconds": round(res.seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
-    }
+    info = store_embedding(adata, model, res.pooled, pooling=pooling, window=window, overlap=overlap,
+                           truncate=truncate, n_windowed=res.n_windowed, max_tokens=max_tokens,
+                           device=str(resolve_device(device)) if neural else "cpu", dtype=dtype, seconds=res.seconds)
     if res.per_residue is not None:
         path = Path(per_residue_file)
         with atomic_path(path) as tmp:

@@ -29,7 +29,7 @@ from .. import _keys as K
 from ..errors import InputError
 from ..io import atomic_path, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
-from ._embed import DTYPES, POOLINGS, _fingerprint, _progress_bar, set_embedding
+from ._embed import DTYPES, POOLINGS, _fingerprint, _progress_bar, store_embedding
 
 
 def _import_ray():
@@ -133,8 +133,6 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
     merge; rerunning with the same ``shard_dir`` after a failure redoes only the missing shards.
     ``uns['embed']`` additionally records ``engine='ray'``, the worker count and the shard counts.
     """
-    from .. import __version__
-
     ray = _import_ray()
     if num_workers < 1:
         raise InputError(f"--num-workers {num_workers} must be at least 1")
@@ -181,19 +179,11 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
     pooled, n_windowed, worker_device = _merge(adata, store, shards, unique_layers, per_residue_file)
     seconds = time.perf_counter() - t0
 
-    resolved = list(dict.fromkeys(layer_ids))
-    set_embedding(adata, pooled[resolved[0]])
-    for layer in resolved[1:]:
-        adata.obsm[K.layer_key(layer)] = pooled[layer]
-    import torch
-
+    pooled = {layer: pooled[layer] for layer in dict.fromkeys(layer_ids)}
     adata.uns[K.EMBED] = {
-        "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
-        "layers": resolved, "pooling": pooling if neural else "kmer-profile",
-        "window": (window or model.max_residues) if neural else 0,
-        "overlap": overlap if neural else 0, "truncate": truncate, "n_windowed": n_windowed,
-        "max_tokens": max_tokens, "device": worker_device, "dtype": dtype,
-        "seconds": round(seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
+        **store_embedding(adata, model, pooled, pooling=pooling, window=window, overlap=overlap, truncate=truncate,
+                          n_windowed=n_windowed, max_tokens=max_tokens, device=worker_device, dtype=dtype,
+                          seconds=seconds),
         "engine": "ray", "num_workers": num_workers, "gpus_per_worker": gpus_per_worker,
         "cpus_per_worker": cpus_per_worker, "shard_size": shard_size, "n_shards": len(shards),
         "shards_reused": len(shards) - len(todo),

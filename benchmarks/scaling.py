@@ -158,7 +158,8 @@ def spawn(step: str, n: int, workdir: Path, timeout: float, mem_limit_gb: float 
     except subprocess.TimeoutExpired:
         return {"step": step, "n": n, "status": f"timeout > {timeout:.0f} s", "load": round(load, 1)}
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        tail = proc.stderr.strip().splitlines()[-1:] or [
+            f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}, no message"]
         status = "out of memory" if "MemoryError" in proc.stderr or "ArrayMemoryError" in proc.stderr else tail[0]
         return {"step": step, "n": n, "status": status[:80], "load": round(load, 1)}
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -78,6 +78,7 @@ def test_layers_to_x_and_obsm(tiny_esm, tmp_path):
     info = adata.uns[K.EMBED]
     assert info["layers"] == [1, 2, 0] and info["weights_hash"] == tiny_esm.weights_hash
     assert {"torch_version", "protlens_version", "window", "pooling"} <= set(info)
+    assert info["max_tokens"] == 1024  # the CPU default batch budget, recorded as used
     res = read_residues(adata.uns[K.PER_RESIDUE], ["a/1", "b"], group="layer1")
     assert [r.shape for r in res] == [(12, 32), (30, 32)]
     np.testing.assert_allclose(res[0].mean(0), adata.X[0], atol=1e-5)

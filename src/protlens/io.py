@@ -12,9 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-import anndata as ad
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # anndata and pandas cost ~90 MB and ~0.7 s to import: embedding alone needs neither
+    import anndata as ad
+    import pandas as pd
 
 from . import _keys as K
 from .errors import InputError
@@ -95,6 +99,8 @@ def _check_unique(ids: list[str], source: str) -> None:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     sep = "\t" if _base_suffix(path) in {".tsv", ".tab"} else ","
     try:
         return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -117,6 +123,9 @@ def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Iterable[str]
 def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input", strip_gaps: bool = False,
                          obs: pd.DataFrame | None = None) -> ad.AnnData:
     """Validate ids and sequences and wrap them in an AnnData with an empty (n x 0) X."""
+    import anndata as ad
+    import pandas as pd
+
     if not ids:
         raise InputError(f"{source}: no sequences found")
     _check_unique(ids, source)
@@ -165,6 +174,8 @@ def join_labels(adata: ad.AnnData, labels: str | Path | pd.DataFrame, id_col: st
     Returns the ids missing on each side (``{"no_label": [...], "no_sequence": [...]}``) so the
     caller reports them; nothing is dropped.
     """
+    import pandas as pd
+
     if isinstance(labels, pd.DataFrame):
         df, src = labels.astype(str), "labels"
     else:
@@ -232,6 +243,8 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
     """Read an h5ad with a one-line error when it is missing or not an AnnData file."""
+    import anndata as ad
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")

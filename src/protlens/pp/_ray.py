@@ -24,12 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import _keys as K
 from ..errors import InputError
 from ..io import atomic_path, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
-from ._embed import DTYPES, POOLINGS, _fingerprint, _progress_bar, store_embedding
+from ._embed import DTYPES, POOLINGS, _fingerprint, _progress_bar, resolve_max_tokens, store_embedding
 
 
 def _import_ray():
@@ -119,7 +120,7 @@ def _check_resources(ray, num_workers: int, cpus: float, gpus: float) -> None:
 
 
 def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),
-              pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int = 4096,
+              pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int | None = None,
               device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
               overlap: int = 256, num_workers: int = 2, address: str | None = None, gpus_per_worker: float = 0,
               cpus_per_worker: float = 1, shard_size: int | None = None, shard_dir: str | Path | None = None,
@@ -140,8 +141,7 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
         raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
-    if max_tokens < 8:
-        raise InputError(f"--max-tokens {max_tokens} is too small")
+    max_tokens = resolve_max_tokens(max_tokens, torch.device("cuda" if gpus_per_worker else "cpu"))
     if device.startswith("cuda") and not gpus_per_worker:
         raise InputError(f"--device {device} needs --gpus-per-worker (Ray hides GPUs from workers without one)")
     if isinstance(model, (str, Path, type(None))):

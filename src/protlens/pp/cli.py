@@ -26,7 +26,8 @@ def register(app: typer.Typer) -> None:
         layers: str = typer.Option("-1", help="Comma-separated layers; X gets the first, obsm the rest."),
         pooling: str = typer.Option("mean", help="mean (over residues only) or bos."),
         per_residue: Path = typer.Option(None, "--per-residue", help="Also write per-residue states to this HDF5."),
-        max_tokens: int = typer.Option(4096, help="Padded-token budget per batch."),
+        max_tokens: int = typer.Option(None, help="Padded-token budget per batch (default: 1024 on CPU, "
+                                        "4096 on GPU)."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
         dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16 (reduced precision on GPU)."),
         truncate: bool = typer.Option(False, help="Keep only the first window of long sequences (like fair-esm)."),

@@ -124,9 +124,21 @@ def load_fairesm_checkpoint(path: Path):
     return _hf_from_state(_fairesm_to_hf(data["model"]), heads, token_dropout)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def _interleave_halves(head_dim: int) -> torch.Tensor:
+    """Row order that puts head dims ``i`` and ``i + d/2`` (the pairs ESM-2's RoPE rotates) side by side.
+
+    Applied to the query and key weights alike it leaves every q.k product unchanged, and makes
+    the rotation one complex multiplication instead of ESM's rotate-half (slice, negate, cat,
+    two products and a sum): rotary embedding was ~30% of CPU inference time.
+    """
+    half = head_dim // 2
+    return torch.stack([torch.arange(half), torch.arange(half, head_dim)], dim=1).reshape(-1)
+
+
+def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` (head dims interleaved in pairs) by the complex phases ``rot`` [T, d/2]."""
+    z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(z * rot).flatten(-2).to(x.dtype)
 
 
 @dataclass
@@ -156,7 +168,7 @@ class EsmPLM(nn.Module):
         # ESM-2 was trained on 1024-token crops (1022 residues + BOS/EOS); HF configs say 1026
         self.max_residues: int = min(cfg.max_position_embeddings - 4, 1022)
         self.token_dropout: bool = bool(cfg.token_dropout)
-        self._rope_cache: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rope_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
         self._fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._fused_version: tuple[int, ...] = ()
 
@@ -189,26 +201,31 @@ class EsmPLM(nn.Module):
     def _fused_qkv(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer fused (scaled Q | K | V) weights, rebuilt whenever the parameters change.
 
-        Built outside inference mode so the same tensors serve ``inference_mode`` embedding and
-        autograd-based attribution alike.
+        Q and K rows are reordered per head by :func:`_interleave_halves` (see there). Built outside
+        inference mode so the same tensors serve ``inference_mode`` embedding and autograd-based
+        attribution alike.
         """
         layers = self.hf.esm.encoder.layer
         version = tuple(p._version for layer in layers for p in layer.attention.self.parameters())
         if self._fused is None or self._fused_version != version:
-            scale = (self.hidden_size // self.num_heads) ** -0.5
+            head_dim = self.hidden_size // self.num_heads
+            scale = head_dim**-0.5
+            order = (torch.arange(self.num_heads)[:, None] * head_dim + _interleave_halves(head_dim)).reshape(-1)
+            order = order.to(self.device)
             fused = []
             with torch.inference_mode(False), torch.no_grad():
                 for layer in layers:
                     s = layer.attention.self
                     # fold the 1/sqrt(d) query scaling into the weights: one matmul, no extra multiply
-                    w = torch.cat([s.query.weight * scale, s.key.weight, s.value.weight])
-                    b = torch.cat([s.query.bias * scale, s.key.bias, s.value.bias])
+                    w = torch.cat([s.query.weight[order] * scale, s.key.weight[order], s.value.weight])
+                    b = torch.cat([s.query.bias[order] * scale, s.key.bias[order], s.value.bias])
                     fused.append((w, b))
             self._fused, self._fused_version = fused, version
         return self._fused
 
-    def _rope(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (length, device, dtype)
+    def _rope(self, length: int, device: torch.device) -> torch.Tensor:
+        """Complex rotary phases [length, d/2] (ESM-2's frequencies), cached per length."""
+        key = (length, device)
         if key not in self._rope_cache:
             if len(self._rope_cache) > 64:
                 self._rope_cache.clear()
@@ -216,8 +233,7 @@ class EsmPLM(nn.Module):
             with torch.inference_mode(False):  # usable both under inference_mode and autograd
                 inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32, device=device) / dim))
                 freqs = torch.outer(torch.arange(length, device=device, dtype=torch.float32), inv)
-                emb = torch.cat((freqs, freqs), dim=-1)
-                self._rope_cache[key] = (emb.cos().to(dtype), emb.sin().to(dtype))
+                self._rope_cache[key] = torch.polar(torch.ones_like(freqs), freqs)
         return self._rope_cache[key]
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -248,7 +264,7 @@ class EsmPLM(nn.Module):
         B, T, D = x.shape
         H = self.num_heads
         mask = None if not pad.any() else (~pad)[:, None, None, :]
-        cos, sin = self._rope(T, x.device, x.dtype)
+        rot = self._rope(T, x.device)
         hidden: dict[int, torch.Tensor] = {}
         if 0 in layers:
             hidden[0] = x
@@ -259,10 +275,8 @@ class EsmPLM(nn.Module):
             att = layer.attention
             h = F.layer_norm(x, (D,), att.LayerNorm.weight, att.LayerNorm.bias, att.LayerNorm.eps)
             qkv = F.linear(h, *fused[i]).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            q, k = _rotate(qkv[:2], rot)
+            a = F.scaled_dot_product_attention(q, k, qkv[2], attn_mask=mask, scale=1.0)
             a = a.transpose(1, 2).reshape(B, T, D)
             x = x + att.output.dense(a)
             h = F.layer_norm(x, (D,), layer.LayerNorm.weight, layer.LayerNorm.bias, layer.LayerNorm.eps)

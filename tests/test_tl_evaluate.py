@@ -85,3 +85,24 @@ def test_project_umap():
     a = labelled()
     tl.project(a, "umap")
     assert a.obsm["X_umap"].shape == (60, 2) and np.isfinite(a.obsm["X_umap"]).all()
+
+
+def test_interval_contains_estimate_where_the_plain_bootstrap_misses_it():
+    """40 classes of 8, half the labels scrambled: duplicates from resampling inflate bootstrap ARI."""
+    from sklearn.metrics import adjusted_rand_score as ari
+
+    from protlens.tl._evaluate import _half_sample_interval
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(40), 8)
+    c = y.copy()
+    flip = rng.random(len(y)) < 0.5
+    c[flip] = rng.integers(0, 40, flip.sum())
+    est = ari(y, c)
+    boot = rng.integers(0, len(y), (200, len(y)))
+    plain_lo, _ = np.percentile([ari(y[b], c[b]) for b in boot], [2.5, 97.5])
+    assert plain_lo > est  # the plain percentile bootstrap excludes its own point estimate
+    halves = np.array([rng.choice(len(y), len(y) // 2, replace=False) for _ in range(200)])
+    lo, hi = _half_sample_interval(y, c, ari, est, halves)
+    assert lo < est < hi
+    assert 0.05 < hi - lo < 0.3  # same order as the spread over fresh draws of this process (~0.12)

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         baselines: str = typer.Option("kmer,alignment,mmseqs", help="Sequence baselines scored next to the model "
                                       "(kmer, kmer123, alignment, mmseqs) or 'none'; only with labels."),
         n_neighbors: int = typer.Option(15, help="Neighbours in the kNN graph (spectral, Leiden)."),
-        n_boot: int = typer.Option(200, help="Bootstrap resamples for the ARI/NMI confidence intervals."),
+        n_boot: int = typer.Option(200, help="Random half-samples for the ARI/NMI 95% intervals (0: none)."),
         strip_gaps: bool = typer.Option(False, help="Remove '-' and '.' instead of rejecting them."),
         progress: bool = typer.Option(True, help="Show a progress bar while embedding."),
     ) -> None:

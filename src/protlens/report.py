@@ -86,7 +86,7 @@ def metrics_html(metrics: pd.DataFrame, row_kind: str | None = "kind") -> str:
 
 def compact_metrics(metrics: pd.DataFrame, keep: Sequence[str] = ("kind", "embedder", "method", "n_clusters", "ARI",
                     "NMI", "NMI_chance", "AMI", "v_measure", "silhouette")) -> pd.DataFrame:
-    """The columns a reader needs, with each bootstrap interval folded into one ``lo-hi`` column."""
+    """The columns a reader needs, with each half-sample interval folded into one ``lo-hi`` column."""
     out = pd.DataFrame(index=metrics.index)
     for col in keep:
         if col not in metrics:

@@ -1,6 +1,6 @@
 """Time the whole downstream suite for the baselines (and protlens-small once it is trained).
 
-    python benchmarks/bench_suite.py [--out /tmp/protlens-bench] [--model M ...] [--threads 2] [--smoke]
+    python benchmarks/bench_suite.py [--out /tmp/protlens-bench] [--model M ...] [--threads 2] [--heldout IDS] [--smoke]
 
 Runs ``protlens.bench.run_bench`` with the default subsample sizes on CPU, prints the table and
 writes benchmarks/results/bench.md (command, machine, date, wall time per model and task, table).
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--heldout", default=None, help="ECE held-out ids or FASTA (e.g. the ece_holdout split of the "
+                    "run that trained protlens-small); default: a seeded 10%% of the corpus")
     ap.add_argument("--report", default=str(HERE / "results" / "bench.md"))
     ap.add_argument("--machine", default="2-core CPU, 24 GB, no GPU")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
@@ -38,7 +40,7 @@ def main() -> None:
     models = args.model or ["kmer", "kmer1", "random:esm2_t6_8M_UR50D"] + [
         m for m in available_bundled() if m == "protlens-small"]
     t0, c0 = time.perf_counter(), time.process_time()
-    df = run_bench(models, "all", args.out, smoke=args.smoke, data_dir=args.data)
+    df = run_bench(models, "all", args.out, smoke=args.smoke, data_dir=args.data, heldout=args.heldout)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     table = (Path(args.out) / "results.md").read_text()
     per_model = df.groupby("model", sort=False)["seconds"].apply(

@@ -32,6 +32,21 @@ def test_uniform_logits_give_ece_25(tiny_esm):
     assert model_ece(BenchModel("tiny", tiny_esm), seqs, masks) == pytest.approx(25.0, rel=1e-5)
 
 
+def test_ece_scores_long_sequences_within_the_model_reach(tiny_esm):
+    from protlens.bench.ece import _within_reach
+
+    seqs, masks = _within_reach(["A" * 25, "C" * 5], [np.array([0, 9, 10, 24]), np.array([3])], reach=10)
+    assert seqs == ["A" * 10, "A" * 10, "A" * 5, "C" * 5]
+    assert [m.tolist() for m in masks] == [[0, 9], [0], [4], [3]]
+    tiny_esm.max_residues = 10  # a model trained on 10-residue crops: same ECE as scoring each window alone
+    bm = BenchModel("tiny", tiny_esm)
+    long_seq = "MKTAYIAKQRQISFVKSHFSRQLE"
+    pos = np.array([2, 12, 21])
+    parts = [(long_seq[0:10], np.array([2])), (long_seq[10:20], np.array([2])), (long_seq[20:], np.array([1]))]
+    each = [np.log(model_ece(bm, [s], [m])) * len(m) for s, m in parts]
+    assert model_ece(bm, [long_seq], [pos]) == pytest.approx(np.exp(sum(each) / 3), rel=1e-5)
+
+
 def test_ngram_learns_a_periodic_sequence():
     train = ["ACDEF" * 40] * 3
     test = ["ACDEF" * 10]

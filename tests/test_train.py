@@ -171,6 +171,7 @@ def test_export_is_loadable_with_heads_and_card(corpus, tmp_path):
     res = train(tiny_cfg(corpus, tmp_path / "run", max_steps=2, export_dtype="fp16"))
     plm = load_model(res.export_dir)
     assert plm.num_layers == 2 and plm.hidden_size == 32
+    assert plm.max_residues == 64  # trained from scratch on 64-residue crops: that is its reach
     heads = load_file(str(res.export_dir / "protlens_heads.safetensors"))
     assert heads["family_nodes"].shape[0] == 6 + 3  # 6 families + 3 superfamilies filled in as families
     card = (res.export_dir / "MODEL_CARD.md").read_text()

@@ -72,6 +72,12 @@ def validate(cfg: TrainConfig) -> None:
         raise InputError("lr_schedule = cosine needs max_steps > 0")
     if cfg.precision not in {"auto", "bf16", "fp16", "no"}:
         raise InputError(f"precision '{cfg.precision}' unknown; use auto, bf16, fp16 or no")
+    if cfg.precision == "fp16" and "graph" in cfg.objective:
+        # Accelerate's one GradScaler serves both optimizers: clip_grad_norm_ unscales the pending
+        # superfamily gradient every step, opt_sf.step() unscales it again after the main step's
+        # scaler.update(), and gradients summed over K steps carry different loss scales.
+        raise InputError("precision fp16 is not supported with a graph objective (the delayed superfamily "
+                         "optimizer does not work with the fp16 loss scaler); use bf16 or no")
     if cfg.export_dtype not in {"fp32", "fp16"}:
         raise InputError(f"export_dtype '{cfg.export_dtype}' unknown; use fp32 or fp16")
     if cfg.graph_temperature <= 0:
@@ -493,6 +499,10 @@ def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, voc
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     hf = copy.deepcopy(module.hf).float()
+    if conf.get("model") == "scratch" and conf.get("crop"):
+        # a model that never saw positions past its crop declares that reach, so embedding windows
+        # and mutation-scoring windows stay inside it (EsmPLM.max_residues = positions - 4)
+        hf.config.max_position_embeddings = min(hf.config.max_position_embeddings, int(conf["crop"]) + 4)
     if conf.get("export_dtype") == "fp16":
         hf = hf.half()
     EsmPLM(hf, out.name, "protlens train").save_pretrained(tmp)

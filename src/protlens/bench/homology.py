@@ -9,6 +9,8 @@ As in the paper, Rossmann-like folds (c.2-c.5, c.27, c.28, c.30, c.31) and 4-8-b
 (b.66-b.70) are excluded and only the all-alpha class is used (published for ESM-2 12-layer:
 SF-Hit@10 47.04%, F-Hit@10 14.67%); by default ``scop_domains`` of its domains are sampled,
 which removes positives and so lowers Hit@k relative to the full class.
+``labelled_hit_at_k`` is the same measure on any labelled set (both SCOP levels use it, and so
+does the held-out CATH test of the protlens-small model card, benchmarks/model_card.py).
 
 Data: ``homology/scop40.fasta`` (SCOPe 40% identity set of the Foldseek benchmark, ``>d1vkya_/e.53.1.1``).
 """
@@ -54,15 +56,29 @@ def hit_at_k(sim: np.ndarray, positive: np.ndarray, ignore: np.ndarray, ks=KS) -
     return rates, int(has_pos.sum())
 
 
+def labelled_hit_at_k(x: np.ndarray, labels, exclude=None, ks=KS) -> tuple[dict[int, float], int]:
+    """Hit@k of cosine retrieval on any labelled set: positives share ``labels`` but not ``exclude``.
+
+    ``exclude`` is a finer level whose members are left out of a query's ranking (SCOP superfamily
+    level: labels = superfamily, exclude = family; a held-out CATH set: labels = C.A.T.H, no
+    exclude; its topology level: labels = C.A.T, exclude = C.A.T.H). The query itself is never
+    ranked. Returns ({k: Hit@k}, number of queries with >= 1 positive; the rest are skipped).
+    """
+    labels = np.asarray(labels)
+    if exclude is None:
+        ignore = np.eye(len(labels), dtype=bool)
+    else:
+        exclude = np.asarray(exclude)
+        ignore = (exclude[:, None] == exclude[None]) | np.eye(len(labels), dtype=bool)
+    positive = (labels[:, None] == labels[None]) & ~ignore
+    return hit_at_k(cosine_matrix(x), positive, ignore, ks)
+
+
 def run(ctx: Context, model: BenchModel) -> list[Row]:
     df = scop_set(ctx)
-    sim = cosine_matrix(model.pooled(df["sequence"].tolist()))
-    fam, sf, fold = (df[c].to_numpy() for c in ("family", "superfamily", "fold"))
-    same_fam = fam[:, None] == fam[None]
-    same_sf = sf[:, None] == sf[None]
-    same_fold = fold[:, None] == fold[None]
+    x = model.pooled(df["sequence"].tolist())
     rows = []
-    for level, pos, ign in (("sf", same_sf & ~same_fam, same_fam), ("fold", same_fold & ~same_sf, same_sf)):
-        hits, n = hit_at_k(sim, pos, ign)
+    for level, labels, exclude in (("sf", "superfamily", "family"), ("fold", "fold", "superfamily")):
+        hits, n = labelled_hit_at_k(x, df[labels], df[exclude])
         rows += [Row(TASK, f"{level}_hit{k}", v, n, f"{len(df)} class-a domains") for k, v in hits.items()]
     return rows

@@ -59,7 +59,7 @@ class TrainConfig:
     max_steps: int = 0  #: 0 = no step limit
     max_epochs: float = 0.0  #: 0 = no epoch limit
     max_time_min: float = 0.0  #: wall-clock budget summed over resumed sessions; 0 = none
-    precision: str = "auto"  #: auto (bf16 on a bf16 GPU, fp32 otherwise), bf16, fp16 or no
+    precision: str = "auto"  #: auto (bf16 on a bf16 GPU, fp32 otherwise), bf16, fp16 (objective mlm only) or no
     threads: int = 0  #: torch CPU threads (0 = torch default)
     seed: int = 0
     # --- evaluation, logging, checkpoints ---

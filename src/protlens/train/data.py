@@ -141,10 +141,12 @@ def fill_labels(families: list[str], superfamilies: list[str], rng: np.random.Ge
     return fam, sf
 
 
-def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.15,
+                all_mask: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """BERT corruption of residue ids: pick ``mask_prob`` of them (at least one); 80% <mask>, 10% random, 10% kept.
 
-    Returns (corrupted ids, targets with -100 where not picked).
+    ``all_mask`` replaces every picked residue by <mask> (evaluation: masked-token ECE, as in
+    protlens.bench.ece). Returns (corrupted ids, targets with -100 where not picked).
     """
     n = len(ids)
     n_pick = max(1, int(round(mask_prob * n)))
@@ -152,7 +154,7 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.
     labels = np.full(n, -100, dtype=np.int64)
     labels[pos] = ids[pos]
     out = ids.copy()
-    u = rng.random(n_pick)
+    u = np.zeros(n_pick) if all_mask else rng.random(n_pick)
     out[pos[u < 0.8]] = ESM_ALPHABET.mask_idx
     rand_pos = pos[(u >= 0.8) & (u < 0.9)]
     out[rand_pos] = rng.choice(STANDARD_AA, size=len(rand_pos))
@@ -191,7 +193,8 @@ class Collator:
     """Turns dataset indices into a :class:`Batch` (crop, BOS/EOS, masking, label filling)."""
 
     def __init__(self, sequences: list[str], families: list[list[str]], superfamilies: list[list[str]],
-                 vocab: LabelVocab | None, crop: int, mask_prob: float = 0.15, mlm: bool = True) -> None:
+                 vocab: LabelVocab | None, crop: int, mask_prob: float = 0.15, mlm: bool = True,
+                 all_mask: bool = False) -> None:
         self.sequences = sequences
         self.families = families
         self.superfamilies = superfamilies
@@ -199,6 +202,7 @@ class Collator:
         self.crop = crop
         self.mask_prob = mask_prob
         self.mlm = mlm
+        self.all_mask = all_mask
 
     def __call__(self, indices: list[int] | np.ndarray, key: tuple[int, ...], random_crop: bool = True) -> Batch:
         """``key`` (e.g. (seed, epoch, step)) plus the sequence index seeds every random choice."""
@@ -209,7 +213,7 @@ class Collator:
             a, b = crop_window(len(seq), self.crop, rng if random_crop else None)
             ids = ESM_ALPHABET.encode(seq[a:b])
             if self.mlm:
-                ids_in, lab = mask_tokens(ids, rng, self.mask_prob)
+                ids_in, lab = mask_tokens(ids, rng, self.mask_prob, self.all_mask)
             else:
                 ids_in, lab = ids, np.full(len(ids), -100, dtype=np.int64)
             rows_in.append(ids_in)

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bench.ece import AA_TOKENS
 from ..errors import InputError
+from ..models import ESM_ALPHABET
 from .config import TrainConfig, config_to_dict
 from .data import (
     Collator, LabelVocab, drop_small_families, eval_batches, file_sha256, fill_labels, make_splits,
@@ -247,9 +249,12 @@ class Trainer:
             pick = np.sort(np.random.default_rng([cfg.split_seed, 11]).choice(len(ece_df), cfg.eval_max_seqs, replace=False))
             ece_df = ece_df.iloc[pick].reset_index(drop=True)
         self.ece_collator = Collator(ece_df["sequence"].tolist(), [[]] * len(ece_df), [[]] * len(ece_df), None,
-                                     cfg.crop, cfg.mask_prob, mlm=True)
+                                     cfg.crop, cfg.mask_prob, mlm=True, all_mask=True)
         lens = np.minimum(ece_df["sequence"].str.len().to_numpy(), cfg.crop) + 2
         self.ece_batches = eval_batches(lens, cfg.max_tokens) if len(ece_df) else []
+        self._aa_ids = torch.tensor([ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS])
+        self._aa_index = torch.full((len(ESM_ALPHABET),), -100, dtype=torch.long)
+        self._aa_index[self._aa_ids] = torch.arange(len(AA_TOKENS))
         self.tokens_per_step = cfg.max_tokens * cfg.grad_accum * self.world
         self.min_seqs = self.world * cfg.grad_accum
 
@@ -318,7 +323,11 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_ece(self) -> float:
-        """exp(mean masked-token cross-entropy) on the fixed held-out subset (same masks every time)."""
+        """exp(mean masked-token cross-entropy) on the fixed held-out subset (same masks every time).
+
+        Defined as in protlens.bench.ece: every picked residue is <mask>, and the softmax runs over
+        the 25 amino-acid tokens (uniform = 25), so the logged curve and the benchmark agree.
+        """
         if not self.ece_batches:
             return float("nan")
         m = self.module
@@ -330,7 +339,9 @@ class Trainer:
                 hidden = m.encode(b.input_ids, b.attention_mask)
                 sel = b.labels.ne(-100)
                 logits = m.hf.lm_head(hidden[sel]).float()
-            tot[0] += torch.nn.functional.cross_entropy(logits, b.labels[sel], reduction="sum").double()
+            aa = self._aa_ids.to(logits.device)
+            target = self._aa_index.to(logits.device)[b.labels[sel]]
+            tot[0] += torch.nn.functional.cross_entropy(logits[:, aa], target, reduction="sum").double()
             tot[1] += sel.sum()
         tot = self.acc.reduce(tot, reduction="sum")
         m.train()

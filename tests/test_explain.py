@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -63,6 +62,10 @@ def test_residue_track_aggregates():
     assert np.allclose(residue_track(a, "l2"), [5.0, np.sqrt(2)])
     assert np.allclose(residue_track(a, "abs_sum"), [7.0, 2.0])
     assert np.allclose(residue_track(a, "sum"), [-1.0, 2.0])
+    # default: signed contribution, residues arguing against the cluster count as zero
+    assert np.allclose(residue_track(a), [0.0, 2.0])
+    with pytest.raises(InputError, match="unknown aggregate 'max'"):
+        residue_track(a, "max")
 
 
 def test_surrogate_learns_and_holds_out(fitted_toy):
@@ -93,6 +96,18 @@ def test_integrated_gradients_completeness(fitted_toy):
     assert attr.sum().item() == pytest.approx(gap.item(), rel=0.05, abs=0.05)
 
 
+def test_ensemble_explanation_is_mean_of_member_explanations(fitted_toy):
+    X, y, _, sur = fitted_toy
+    assert len(sur.module_.members) == 4 and len(sur.loss_curve_) == 4
+    x = torch.from_numpy(X[1]).unsqueeze(0)
+    t = int(np.searchsorted(sur.classes_, y[1]))
+    ens = attribute(SurrogateScore(sur.module_), x, t, "integrated_gradients", n_steps=16)
+    each = [attribute(SurrogateScore(m), x, t, "integrated_gradients", n_steps=16) for m in sur.module_.members]
+    assert torch.allclose(ens, torch.stack(each).mean(0), atol=1e-5)
+    # members differ (independent initialisations), so the average is not one of them
+    assert not torch.allclose(each[0], each[1], atol=1e-3)
+
+
 def test_attributions_recover_planted_positions(fitted_toy):
     X, y, masks, sur = fitted_toy
     targets = np.searchsorted(sur.classes_, y)
@@ -102,6 +117,27 @@ def test_attributions_recover_planted_positions(fitted_toy):
     ig = planted_motif_auroc(tracks["integrated_gradients"], masks)
     assert ig["auroc_mean"] > 0.9
     assert ig["n_proteins"] == len(X)
+
+
+def test_planted_motifs_recovered_on_synthetic_families(tiny_esm):
+    """Ground truth through the real path: simulated families, tiny random ESM-2, default surrogate.
+
+    Over synthetic seeds 0-12 this gave AUROC 0.80-0.94 (chance 0.5); 0.75 leaves room for noise.
+    """
+    from protlens.datasets import motif_mask, synthetic_families
+    from protlens.pp import embed_sequences
+
+    adata = synthetic_families(n_superfamilies=2, families_per_superfamily=2, subfamilies_per_family=2,
+                               members_per_subfamily=4, length=80, random_state=0)
+    X = embed_sequences(tiny_esm, adata.obs["sequence"].tolist(), per_residue=True, progress=False).per_residue
+    X = next(iter(X.values()))
+    y = adata.obs["family"].astype(str).to_numpy()
+    sur = SurrogateCNN(epochs=25, random_state=0).fit(X, y)
+    assert sur.test_accuracy_ == 1.0
+    tracks, _ = explain_surrogate(sur.module_, X, np.searchsorted(sur.classes_, y), ["ig"], n_steps=16)
+    res = planted_motif_auroc(tracks["integrated_gradients"], motif_mask(adata))
+    assert res["n_proteins"] == adata.n_obs
+    assert res["auroc_mean"] > 0.75
 
 
 def test_deletion_curves_rank_true_importance_above_random():

@@ -176,8 +176,8 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
             methods: Sequence[str] = METHODS, plm_methods: Sequence[str] = ("integrated_gradients",),
             end_to_end: bool = True, compare_with: str | None = None, motifs: str = "auto",
             per_residue_file: str | Path | None = None, layer: int | None = None, model=None,
-            proteins: Sequence[str] | None = None, aggregate: str = "l2", channels: int = 64,
-            kernel_size: int = 9, epochs: int = 40, test_size: float = 0.25, n_steps: int = 32,
+            proteins: Sequence[str] | None = None, aggregate: str = "positive", channels: int = 128,
+            kernel_size: int = 5, n_members: int = 4, epochs: int = 40, test_size: float = 0.25, n_steps: int = 32,
             nt_samples: int = 16, n_random: int = 5, n_permutations: int = 1000,
             fractions: Sequence[float] = FRACTIONS, top_fraction: float = 0.1, figures: bool = True,
             random_state: int = 0, key_added: str = K.EXPLAIN) -> None:
@@ -203,7 +203,7 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
     X, emb_source = per_residue_embeddings(adata, per_residue_file, layer, model)
     masks, motif_source, motif_table = _motif_masks(adata, motifs)
 
-    cnn_kw = dict(channels=channels, kernel_size=kernel_size, epochs=epochs, test_size=test_size,
+    cnn_kw = dict(channels=channels, kernel_size=kernel_size, n_members=n_members, epochs=epochs, test_size=test_size,
                   random_state=random_state)
     sur = SurrogateCNN(**cnn_kw).fit(X, labels)
     classes = sur.classes_
@@ -285,7 +285,7 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
         "params": dict(clusters=clusters, methods=list(methods), plm_methods=list(plm_methods),
                        end_to_end=end_to_end, compare_with=compare_with or "", motifs=motif_source,
                        per_residue=emb_source, aggregate=aggregate, channels=channels, kernel_size=kernel_size,
-                       epochs=epochs, test_size=test_size, n_steps=n_steps, nt_samples=nt_samples,
+                       n_members=n_members, epochs=epochs, test_size=test_size, n_steps=n_steps, nt_samples=nt_samples,
                        n_random=n_random, n_permutations=n_permutations, fractions=list(map(float, fractions)),
                        top_fraction=top_fraction, random_state=random_state),
         "surrogate": {"train_accuracy": sur.train_accuracy_, "test_accuracy": sur.test_accuracy_,

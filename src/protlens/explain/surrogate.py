@@ -4,6 +4,15 @@ Clusters come from pooled embeddings and carry no residue-level information; the
 residue-level decision function that reproduces them, so attribution methods have something to
 differentiate. Its held-out accuracy says how far its explanations can be trusted: the model is
 trained on one split and evaluated on the other, and the *same* fitted network is explained.
+
+The surrogate is a small ensemble of independently initialised CNNs, explained through the mean of
+their cluster log-odds. A cluster can usually be told apart by many different residue patterns, and
+one narrow network picks an arbitrary few of them (its explanation is one of many equally accurate
+ones); averaging over channels and members keeps what they agree on, the patterns every member of
+the cluster shares. On simulated families with planted motifs (seed 0, all at 100% held-out
+accuracy) the integrated-gradients AUROC for the motif residues was 0.78 for one 64-channel network
+with kernel 9, 0.92 for one of 512 channels with kernel 5, 0.92 for 4 x 128 (the default) and 0.95
+for 8 x 128 (twice the cost). Results on other seeds: benchmarks/results/explain.md.
 """
 
 from __future__ import annotations
@@ -21,11 +30,14 @@ class ClusterCNN(nn.Module):
     """Standardise -> Conv1d -> ReLU -> masked global max-pool -> Linear.
 
     One convolution with max pooling is a motif detector (DeepBind-style): each channel fires on a
-    local pattern anywhere in the sequence, which keeps attributions local and readable.
-    Standardisation is part of the module so gradients are taken w.r.t. the raw embeddings.
+    local pattern anywhere in the sequence, which keeps attributions local and readable (mean
+    pooling spreads every channel over the whole protein and recovered planted motifs far worse).
+    A short kernel (5) keeps a channel's receptive field inside a short motif, so the residues next
+    to it do not share its credit. Standardisation is part of the module so gradients are taken
+    w.r.t. the raw embeddings.
     """
 
-    def __init__(self, dim: int, n_classes: int, channels: int = 64, kernel_size: int = 9,
+    def __init__(self, dim: int, n_classes: int, channels: int = 128, kernel_size: int = 5,
                  dropout: float = 0.2) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
@@ -41,6 +53,21 @@ class ClusterCNN(nn.Module):
         if mask is not None:
             h = h.masked_fill(~mask[:, None, :], float("-inf"))
         return self.head(self.dropout(h.amax(dim=2)))
+
+
+class ClusterCNNEnsemble(nn.Module):
+    """Independently trained :class:`ClusterCNN` members; the logits are the members' mean.
+
+    Gradient-based attributions are linear in the model, so explaining the mean is (up to the
+    log-odds transform) averaging the members' explanations.
+    """
+
+    def __init__(self, members: Sequence[ClusterCNN]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m(x, mask) for m in self.members]).mean(0)
 
 
 def pad_batch(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,17 +93,19 @@ def stratified_holdout(y: np.ndarray, test_size: float, rng: np.random.Generator
 
 
 class SurrogateCNN:
-    """Fit :class:`ClusterCNN` on a stratified split; the held-out accuracy is ``test_accuracy_``.
+    """Fit a :class:`ClusterCNNEnsemble` on a stratified split; the held-out accuracy is ``test_accuracy_``.
 
     ``fit(X, y)`` takes a list of ``(L_i, D)`` arrays and cluster labels. Every cluster needs at
-    least two members (one to train on, one to test on).
+    least two members (one to train on, one to test on). The ``n_members`` networks share the split
+    and differ in initialisation and batch order (seeds ``random_state + j``).
     """
 
-    def __init__(self, channels: int = 64, kernel_size: int = 9, dropout: float = 0.2, epochs: int = 40,
-                 batch_size: int = 32, lr: float = 3e-3, weight_decay: float = 1e-3, test_size: float = 0.25,
-                 random_state: int = 0) -> None:
+    def __init__(self, channels: int = 128, kernel_size: int = 5, n_members: int = 4, dropout: float = 0.2,
+                 epochs: int = 40, batch_size: int = 32, lr: float = 3e-3, weight_decay: float = 1e-3,
+                 test_size: float = 0.25, random_state: int = 0) -> None:
         self.channels = channels
         self.kernel_size = kernel_size
+        self.n_members = n_members
         self.dropout = dropout
         self.epochs = epochs
         self.batch_size = batch_size
@@ -89,6 +118,8 @@ class SurrogateCNN:
         y = np.asarray(y).astype(str)
         if len(X) != len(y):
             raise InputError(f"surrogate: {len(X)} embeddings but {len(y)} labels")
+        if self.n_members < 1:
+            raise InputError(f"surrogate: n_members must be >= 1, got {self.n_members}")
         self.classes_, codes = np.unique(y, return_inverse=True)
         counts = np.bincount(codes)
         if len(self.classes_) < 2:
@@ -97,36 +128,46 @@ class SurrogateCNN:
             lone = self.classes_[counts < 2]
             raise InputError(f"cluster '{lone[0]}' has one member; a surrogate cannot be trained and tested on it "
                              "(recluster with fewer clusters or drop that protein)")
-        rng = np.random.default_rng(self.random_state)
-        self.train_index_, self.test_index_ = stratified_holdout(codes, self.test_size, rng)
-        torch.manual_seed(self.random_state)
-        dim = X[0].shape[1]
-        self.module_ = ClusterCNN(dim, len(self.classes_), self.channels, self.kernel_size, self.dropout)
+        self.train_index_, self.test_index_ = stratified_holdout(codes, self.test_size,
+                                                                 np.random.default_rng(self.random_state))
         train_res = np.concatenate([X[i] for i in self.train_index_]).astype(np.float64)
-        self.module_.mean.copy_(torch.from_numpy(train_res.mean(0)).float())
-        self.module_.scale.copy_(torch.from_numpy(train_res.std(0) + 1e-6).float())
-        opt = torch.optim.AdamW(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        mean = torch.from_numpy(train_res.mean(0)).float()
+        scale = torch.from_numpy(train_res.std(0) + 1e-6).float()
+        members, self.loss_curve_ = [], []
+        for j in range(self.n_members):
+            net, curve = self._fit_member(X, torch.from_numpy(codes), mean, scale, self.random_state + j)
+            members.append(net)
+            self.loss_curve_.append(curve)
+        self.module_ = ClusterCNNEnsemble(members).eval()
+        pred = self.predict(X)
+        self.train_accuracy_ = float(np.mean(pred[self.train_index_] == y[self.train_index_]))
+        self.test_accuracy_ = float(np.mean(pred[self.test_index_] == y[self.test_index_]))
+        return self
+
+    def _fit_member(self, X: Sequence[np.ndarray], target: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor,
+                    seed: int) -> tuple[ClusterCNN, list[float]]:
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        net = ClusterCNN(X[0].shape[1], len(self.classes_), self.channels, self.kernel_size, self.dropout)
+        net.mean.copy_(mean)
+        net.scale.copy_(scale)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         loss_fn = nn.CrossEntropyLoss()
-        target = torch.from_numpy(codes)
-        self.loss_curve_ = []
-        self.module_.train()
+        curve = []
+        net.train()
         for _ in range(self.epochs):
             order = rng.permutation(self.train_index_)
             total = 0.0
             for s in range(0, len(order), self.batch_size):
                 b = order[s : s + self.batch_size]
                 xb, mb = pad_batch([X[i] for i in b])
-                loss = loss_fn(self.module_(xb, mb), target[b])
+                loss = loss_fn(net(xb, mb), target[b])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(b)
-            self.loss_curve_.append(total / len(order))
-        self.module_.eval()
-        pred = self.predict(X)
-        self.train_accuracy_ = float(np.mean(pred[self.train_index_] == y[self.train_index_]))
-        self.test_accuracy_ = float(np.mean(pred[self.test_index_] == y[self.test_index_]))
-        return self
+            curve.append(total / len(order))
+        return net.eval(), curve
 
     @torch.no_grad()
     def decision_function(self, X: Sequence[np.ndarray]) -> np.ndarray:

@@ -133,3 +133,16 @@ def test_inference_then_gradients_and_weight_updates(tiny_esm):
         tiny_esm.hf.esm.encoder.layer[0].attention.self.query.weight.mul_(2.0)
     with torch.inference_mode():
         assert (tiny_esm(toks).hidden[2] - before).abs().max() > 1e-4
+
+
+def test_bundled_protlens_small_loads_offline_and_default_follows_its_card():
+    import json
+
+    from protlens.models import available_bundled, bundled_path, default_model_name, load_model
+
+    if "protlens-small" not in available_bundled():
+        pytest.skip("protlens-small is not shipped in this install")
+    m = load_model("protlens-small")
+    assert m.num_layers == 6 and m.hidden_size == 320 and m.max_residues == 512  # trained on 512-residue crops
+    meta = json.loads((bundled_path("protlens-small") / "metrics.json").read_text())
+    assert default_model_name() == ("protlens-small" if meta.get("recommended_default") else "kmer")

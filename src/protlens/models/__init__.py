@@ -7,6 +7,7 @@ and the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profil
 
 from __future__ import annotations
 
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -39,8 +40,14 @@ def available_bundled() -> list[str]:
 
 
 def default_model_name() -> str:
-    """The best model a fresh offline install has: protlens-small if shipped, else 3-mer profiles."""
-    return "protlens-small" if "protlens-small" in available_bundled() else "kmer"
+    """The best model a fresh offline install has: protlens-small if shipped *and* its model card
+    recommends it as the default (``recommended_default`` in its ``metrics.json``: set only once it
+    beats the 3-mer baseline on the measured benchmarks), else 3-mer profiles."""
+    if "protlens-small" in available_bundled():
+        meta = bundled_path("protlens-small") / "metrics.json"
+        if meta.exists() and json.loads(meta.read_text()).get("recommended_default", False):
+            return "protlens-small"
+    return "kmer"
 
 
 def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:

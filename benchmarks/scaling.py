@@ -193,7 +193,7 @@ def main() -> None:
     ap.add_argument("--pipeline", type=int, nargs="*", default=[300_000])
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--sklearn-max-n", type=int, default=30_000,
-                    help="skip scikit-learn's dense defaults above this n (they need O(n^2) memory)")
+                    help="skip scikit-learn defaults above this n (dense spectral needs O(n^2) memory; k-means is slow)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
@@ -212,7 +212,7 @@ def main() -> None:
         ensure_data(workdir, n)
         for step in args.steps:
             if step.startswith("sklearn") and n > args.sklearn_max_n:
-                rows.append({"step": step, "n": n, "status": f"skipped (n > {args.sklearn_max_n}: dense O(n^2))"})
+                rows.append({"step": step, "n": n, "status": f"skipped (n > {args.sklearn_max_n}, --sklearn-max-n)"})
                 continue
             rows.append(spawn(step, n, workdir, args.timeout, mem_limit_gb=16 if step.startswith("sklearn") else None))
             print(json.dumps(rows[-1]), flush=True)

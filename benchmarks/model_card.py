@@ -42,6 +42,7 @@ from protlens.bench import ece, homology, mutation, random_init_model
 from protlens.bench._common import BenchModel, Context, sample_at_most
 from protlens.errors import InputError
 from protlens.models import load_model
+from protlens.train.data import rename_repeated_ids
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -94,8 +95,7 @@ def corpus_with_split(runs: list[Run], data: Path) -> tuple[pd.DataFrame, str]:
             raise InputError(f"runs {runs[0].path} and {r.path} have different splits.tsv: their held-out "
                              "sets differ, so they cannot be compared on them")
     corpus = pd.read_csv(data / "pretrain" / "corpus.tsv", sep="\t", dtype=str, keep_default_na=False)
-    nth = corpus.groupby("id").cumcount()
-    corpus["id"] = corpus["id"].where(nth == 0, corpus["id"] + "#" + (nth + 1).astype(str))
+    corpus["id"] = rename_repeated_ids(corpus["id"])
     merged = corpus.merge(first, on="id", how="inner")
     if len(merged) != len(first):
         raise InputError(f"{runs[0].path}/splits.tsv: {len(first) - len(merged)} ids are not in corpus.tsv "
@@ -114,16 +114,12 @@ def part_ece(ctx: Context, corpus: pd.DataFrame, models: list[BenchModel], n_seq
     held = held.iloc[sample_at_most(range(len(held)), n_seqs, ctx.rng("ece"))]
     seqs = [s[:1022] for s in held["sequence"]]
     masks = ece.mask_positions([len(s) for s in seqs], ctx.rng("ece/mask"))
-    ctx.write_split("ece", pd.DataFrame({"id": held["id"], "length_scored": [len(s) for s in seqs],
-                                         "masked_positions_0based": [",".join(map(str, m)) for m in masks]}))
+    ctx.write_split("ece", ece.split_frame(held["id"], seqs, masks))
     train = corpus.loc[corpus["split"] == "train", "sequence"].tolist()[:ngram_train]
     n_tok = int(sum(len(m) for m in masks))
-    rows = [("uniform", float(len(ece.AA_TOKENS)), "25 amino-acid tokens")]
-    for name, order in (("unigram", 1), ("4-gram", ece.NGRAM_ORDER)):
-        t0 = time.perf_counter()
-        rows.append((name, ece.ngram_ece(ece.NgramLM(order).fit(train), seqs, masks),
-                     f"counted on the {len(train)} training sequences"))
-        print(f"  {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    t0 = time.perf_counter()
+    rows = [(name, value, note) for name, (value, note) in ece.reference_eces(seqs, masks, train).items()]
+    print(f"  n-gram references: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     for bm in models:
         t0 = time.perf_counter()
         rows.append((bm.name, ece.model_ece(bm, seqs, masks), "masked LM"))

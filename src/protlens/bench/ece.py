@@ -29,6 +29,8 @@ AA_TOKENS = "ACDEFGHIKLMNPQRSTVWYXBUZO"
 MASK_FRACTION = 0.15
 NGRAM_ORDER = 4
 NGRAM_PRIOR = 5.0  # Dirichlet prior weight of each back-off step
+#: Their indices in the ESM alphabet (the logits columns an amino-acid-restricted ECE keeps).
+AA_TOKEN_IDS = [ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS]
 _BOS = len(AA_TOKENS)  # sentinel symbol padding each sequence's start for the n-gram counts
 _LUT = np.full(256, -1, dtype=np.int64)
 for _i, _a in enumerate(AA_TOKENS):
@@ -152,7 +154,7 @@ def _within_reach(seqs: list[str], masks: list[np.ndarray], reach: int) -> tuple
 def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> float:
     """ECE of a masked LM: each sequence (window) once, with all its chosen positions masked together."""
     seqs, masks = _within_reach(seqs, masks, model.model.max_residues)
-    aa_ids = np.array([ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS])
+    aa_ids = np.array(AA_TOKEN_IDS)
     rows, where = [], []
     for s, pos in zip(seqs, masks):
         toks, _ = ESM_ALPHABET.batch([s])
@@ -180,21 +182,28 @@ def _build(ctx: Context) -> tuple[pd.DataFrame, list[str], list[np.ndarray], pd.
     return held, seqs, masks, train
 
 
+def split_frame(ids, seqs: list[str], masks: list[np.ndarray]) -> pd.DataFrame:
+    """The held-out records and their masked positions, as written to the split file."""
+    return pd.DataFrame({"id": list(ids), "length_scored": [len(s) for s in seqs],
+                         "masked_positions_0based": [",".join(map(str, m)) for m in masks]})
+
+
+def reference_eces(seqs: list[str], masks: list[np.ndarray], train_seqs: list[str]) -> dict[str, tuple[float, str]]:
+    """Uniform, unigram and 4-gram ECE on the given masked positions: ``{name: (ece, note)}``."""
+    out = {"uniform": (float(len(AA_TOKENS)), "25 amino-acid tokens")}
+    for name, order in (("unigram", 1), ("4-gram", NGRAM_ORDER)):
+        out[name] = (ngram_ece(NgramLM(order).fit(train_seqs), seqs, masks),
+                     f"counted on {len(train_seqs)} training sequences")
+    return out
+
+
 def baselines(ctx: Context) -> dict[str, list[Row]]:
     """Uniform, unigram and 4-gram ECE on the same held-out masked positions (model-independent)."""
     held, seqs, masks, train = _prepare(ctx)
-    ctx.write_split(TASK, pd.DataFrame({
-        "id": held["id"], "length_scored": [len(s) for s in seqs],
-        "masked_positions_0based": [",".join(map(str, m)) for m in masks],
-    }))
+    ctx.write_split(TASK, split_frame(held["id"], seqs, masks))
     n_tok = int(sum(len(m) for m in masks))
-    train_seqs = train["sequence"].tolist()
-    out = {"uniform": [Row(TASK, "ece", float(len(AA_TOKENS)), n_tok, "25 amino-acid tokens")]}
-    for name, order in (("unigram", 1), ("4-gram", NGRAM_ORDER)):
-        lm = NgramLM(order).fit(train_seqs)
-        out[name] = [Row(TASK, "ece", ngram_ece(lm, seqs, masks), n_tok,
-                         f"counted on {len(train_seqs)} training sequences")]
-    return out
+    return {name: [Row(TASK, "ece", value, n_tok, note)]
+            for name, (value, note) in reference_eces(seqs, masks, train["sequence"].tolist()).items()}
 
 
 def run(ctx: Context, model: BenchModel) -> list[Row]:

@@ -25,6 +25,12 @@ LABEL_SEP = ";"  #: several labels of one protein in one cell: "cath:1.10.8.10;c
 STANDARD_AA = np.array([ESM_ALPHABET.tok_to_idx[a] for a in "LAGVSERTIDPKQNFYMHWC"], dtype=np.int64)
 
 
+def rename_repeated_ids(ids: pd.Series) -> pd.Series:
+    """Later copies of a repeated id become ``id#2``, ``id#3``, ... (the names used in splits.tsv)."""
+    k = ids.groupby(ids).cumcount()
+    return ids.where(k == 0, ids + "#" + (k + 1).astype(str))
+
+
 def read_corpus(path: str | Path, drop_label_prefixes: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """Read ``id, sequence[, family, superfamily]`` (TSV or CSV); labels are lists, empty where unknown."""
     path = Path(path)
@@ -41,8 +47,7 @@ def read_corpus(path: str | Path, drop_label_prefixes: list[str] | tuple[str, ..
     if dup.any():  # e.g. one UniProt id from two sources with different sequences: keep both, rename
         print(f"protlens train: note: {path}: {int(dup.sum())} repeated ids (first '{df['id'][dup].iloc[0]}'); "
               "later copies are renamed id#2, id#3, ... in the splits file", file=sys.stderr)
-        k = df.groupby("id").cumcount()
-        df.loc[k > 0, "id"] = df["id"][k > 0] + "#" + (k[k > 0] + 1).astype(str)
+        df["id"] = rename_repeated_ids(df["id"])
     df["sequence"] = df["sequence"].str.strip().str.upper()
     empty = df["id"][df["sequence"].str.len() == 0]
     if len(empty):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench.ece import AA_TOKENS
+from ..bench.ece import AA_TOKEN_IDS
 from ..errors import InputError
 from ..models import ESM_ALPHABET
 from .config import TrainConfig, config_to_dict
@@ -252,9 +252,10 @@ class Trainer:
                                      cfg.crop, cfg.mask_prob, mlm=True, all_mask=True)
         lens = np.minimum(ece_df["sequence"].str.len().to_numpy(), cfg.crop) + 2
         self.ece_batches = eval_batches(lens, cfg.max_tokens) if len(ece_df) else []
-        self._aa_ids = torch.tensor([ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS])
-        self._aa_index = torch.full((len(ESM_ALPHABET),), -100, dtype=torch.long)
-        self._aa_index[self._aa_ids] = torch.arange(len(AA_TOKENS))
+        # held-out ECE keeps the amino-acid logits only; _aa_index maps a token id to its column
+        self._aa_ids = torch.tensor(AA_TOKEN_IDS, device=self.acc.device)
+        self._aa_index = torch.full((len(ESM_ALPHABET),), -100, dtype=torch.long, device=self.acc.device)
+        self._aa_index[self._aa_ids] = torch.arange(len(AA_TOKEN_IDS), device=self.acc.device)
         self.tokens_per_step = cfg.max_tokens * cfg.grad_accum * self.world
         self.min_seqs = self.world * cfg.grad_accum
 
@@ -339,9 +340,8 @@ class Trainer:
                 hidden = m.encode(b.input_ids, b.attention_mask)
                 sel = b.labels.ne(-100)
                 logits = m.hf.lm_head(hidden[sel]).float()
-            aa = self._aa_ids.to(logits.device)
-            target = self._aa_index.to(logits.device)[b.labels[sel]]
-            tot[0] += torch.nn.functional.cross_entropy(logits[:, aa], target, reduction="sum").double()
+            target = self._aa_index[b.labels[sel]]
+            tot[0] += torch.nn.functional.cross_entropy(logits[:, self._aa_ids], target, reduction="sum").double()
             tot[1] += sel.sum()
         tot = self.acc.reduce(tot, reduction="sum")
         m.train()

@@ -10,7 +10,9 @@ kNN graph made by the ``knn`` step is reused by the graph steps.
 Steps: knn (protlens.tl.knn, backend chosen by size), kmeans (k = 50), spectral (k = 50, on the
 kNN graph), leiden (resolution 1.0, on the kNN graph), tsne (openTSNE, FFT), umap; plus
 scikit-learn defaults (KMeans, SpectralClustering) where they fit. ``--pipeline N`` runs
-kNN + Leiden + k-means + t-SNE end to end in one process (the issue's 300k target).
+kNN + Leiden + k-means + t-SNE end to end in one process (the issue's 300k target), with t-SNE
+affinities taken from the same kNN graph, as ``tl.project`` does at that size (the standalone
+``tsne`` step is openTSNE's default perplexity-30 search, for comparison).
 """
 
 from __future__ import annotations
@@ -119,12 +121,12 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
         labels = SpectralClustering(N_COMPONENTS, random_state=0).fit_predict(X)  # default: dense RBF
     elif step == "pipeline":
         from protlens.tl import KMeansClustering, LeidenClustering, knn, knn_graph
-        from protlens.tl._reduce import _tsne
+        from protlens.tl._reduce import _tsne, graph_affinities
 
         parts = {}
         t = time.perf_counter()
         res = knn(X, 15, metric="cosine")
-        _, conn = knn_graph(res)
+        dist, conn = knn_graph(res)
         parts["knn_s"], out["backend"] = time.perf_counter() - t, res.backend
         t = time.perf_counter()
         leiden = LeidenClustering(resolution=1.0, random_state=0).fit(conn)
@@ -133,7 +135,7 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
         km = KMeansClustering(N_COMPONENTS, metric="cosine", random_state=0).fit(X)
         parts["kmeans_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        _tsne(X, 2, "cosine", 0)
+        _tsne(X, 2, "cosine", 0, affinities=graph_affinities(dist))  # what tl.project picks at this size
         parts["tsne_s"] = time.perf_counter() - t
         out.update({k: round(v, 1) for k, v in parts.items()})
         out["ARI_leiden"] = round(adjusted_rand_score(y, leiden.labels_), 3)

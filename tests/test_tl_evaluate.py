@@ -80,6 +80,42 @@ def test_project_writes_obsm_reproducibly(method):
     assert a.uns[method]["params"]["random_state"] == 0
 
 
+def test_tsne_on_the_knn_graph_needs_no_second_search_and_separates_groups(monkeypatch):
+    """affinities="graph" reuses tl.neighbors; "auto" switches to it by size and records the choice."""
+    import openTSNE.affinity
+
+    from protlens.tl import _reduce
+
+    a = labelled()
+    with pytest.raises(InputError, match="run protlens.tl.neighbors first"):
+        tl.project(a, "tsne", affinities="graph")
+    tl.neighbors(a, n_neighbors=10)
+    P = _reduce.graph_affinities(a.obsp["distances"])
+    assert P.sum() == pytest.approx(1.0) and abs(P - P.T).max() == 0
+    assert (P.getnnz(axis=1) >= 10).all()  # every point keeps its own 10 neighbours
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("openTSNE ran its own neighbour search")
+
+    monkeypatch.setattr(openTSNE.affinity, "PerplexityBasedNN", no_search)
+    tl.project(a, "tsne", affinities="graph", n_iter=250)
+    assert a.uns["tsne"]["params"]["affinities"].startswith("uniform on kNN graph")
+    Y, y = a.obsm["X_tsne"], a.obs["truth"].to_numpy()
+    d = np.linalg.norm(Y[:, None] - Y[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert (y[d.argmin(1)] == y).mean() > 0.95  # nearest neighbour on the map shares the group
+    monkeypatch.undo()
+    monkeypatch.setattr(_reduce, "TSNE_GRAPH_MIN_N", 61)  # 60 points: below it, auto keeps perplexity
+    tl.project(a, "tsne", n_iter=100, perplexity=10)
+    assert a.uns["tsne"]["params"]["affinities"] == "perplexity"
+    monkeypatch.setattr(_reduce, "TSNE_GRAPH_MIN_N", 60)
+    monkeypatch.setattr(openTSNE.affinity, "PerplexityBasedNN", no_search)
+    tl.project(a, "tsne", n_iter=100)
+    assert a.uns["tsne"]["params"]["affinities"].startswith("uniform on kNN graph")
+    with pytest.raises(InputError, match="unknown affinities"):
+        tl.project(a, "tsne", affinities="annoy")
+
+
 @pytest.mark.slow
 def test_project_umap():
     a = labelled()

@@ -6,32 +6,69 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import scipy.sparse as sp
 
 from .. import _keys as K
 from ..errors import InputError
 from ._utils import SINGLE_THREAD_MAX_N, get_rep
 
 PROJECT_METHODS = {"tsne": K.X_TSNE, "umap": K.X_UMAP, "pca": K.X_PCA}
+TSNE_AFFINITIES = ("auto", "perplexity", "graph")
+#: From this n, ``affinities="auto"`` builds t-SNE's affinities on the stored kNN graph: openTSNE's own
+#: perplexity-30 search (90 neighbours, Annoy) would be a second neighbour search of the same points.
+TSNE_GRAPH_MIN_N = 50_000
+
+
+def graph_affinities(distances: sp.spmatrix) -> sp.csr_matrix:
+    """Uniform t-SNE affinities on a directed kNN graph, symmetrised by union and summing to 1.
+
+    This is openTSNE's ``Uniform`` affinity (Boehm, Berens & Kobak 2022 show it gives t-SNE
+    embeddings close to perplexity-based ones) computed from neighbours already found, e.g. by FAISS.
+    Every stored entry is an edge, including explicit zeros (duplicate sequences at distance 0).
+    """
+    A = sp.csr_matrix(distances, dtype=np.float64, copy=True)
+    A.data[:] = 1.0
+    P = ((A + A.T) > 0).astype(np.float64).tocsr()
+    P /= P.sum()
+    return P
 
 
 def _tsne(X: np.ndarray, n_components: int, metric: str, random_state: int, perplexity: float = 30.0,
-          n_jobs: int | None = None, **params) -> tuple[np.ndarray, dict]:
+          n_jobs: int | None = None, affinities: sp.spmatrix | None = None, **params) -> tuple[np.ndarray, dict]:
     """openTSNE: FFT-accelerated (Linderman 2019) and exact-neighbour-free, so it scales to 1e5+.
 
-    Perplexity is capped at (n - 1) / 3 so tiny inputs still run (with a warning).
+    With ``affinities`` (from :func:`graph_affinities`) no neighbour search is run and ``perplexity``
+    is unused; otherwise perplexity is capped at (n - 1) / 3 so tiny inputs still run (with a warning).
+    ``X`` always gives the PCA initialisation.
     """
     from openTSNE import TSNE
+    from openTSNE.affinity import PrecomputedAffinities
 
+    if n_jobs is None:
+        n_jobs = 1 if len(X) <= SINGLE_THREAD_MAX_N else -1
+    if affinities is not None:
+        tsne = TSNE(n_components=n_components, random_state=random_state, n_jobs=n_jobs, **params)
+        return np.asarray(tsne.fit(X, affinities=PrecomputedAffinities(affinities, normalize=False))), {}
     cap = (len(X) - 1) / 3
     if perplexity > cap:
         warnings.warn(f"project (tsne): perplexity {perplexity} is too large for {len(X)} points; "
                       f"using {cap:.1f}", stacklevel=3)
         perplexity = cap
-    if n_jobs is None:
-        n_jobs = 1 if len(X) <= SINGLE_THREAD_MAX_N else -1
     tsne = TSNE(n_components=n_components, perplexity=perplexity, metric=metric, random_state=random_state,
                 n_jobs=n_jobs, **params)
     return np.asarray(tsne.fit(X)), {"perplexity": perplexity}
+
+
+def _stored_graph(adata: ad.AnnData, neighbors_key: str, use_rep: str, metric: str) -> sp.spmatrix | None:
+    """The directed kNN distances of ``tl.neighbors`` when they were built on ``use_rep`` with ``metric``."""
+    info = adata.uns.get(neighbors_key)
+    if not isinstance(info, dict):
+        return None
+    params = info.get("params", {})
+    key = info.get("distances_key", K.DISTANCES)
+    if params.get("use_rep") != use_rep or params.get("metric") != metric or key not in adata.obsp:
+        return None
+    return adata.obsp[key]
 
 
 def _umap(X: np.ndarray, n_components: int, metric: str, random_state: int, n_neighbors: int = 15,
@@ -58,19 +95,36 @@ def _pca(X: np.ndarray, n_components: int, metric: str, random_state: int, **par
 
 
 def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_state: int = 0,
-            n_components: int = 2, metric: str = "cosine", key_added: str | None = None, **params) -> None:
+            n_components: int = 2, metric: str = "cosine", key_added: str | None = None,
+            affinities: str = "auto", neighbors_key: str = K.NEIGHBORS, **params) -> None:
     """Embed ``use_rep`` into ``n_components`` dimensions; writes ``obsm["X_<method>"]``.
 
     ``metric="cosine"`` is honoured by t-SNE/UMAP directly and by PCA through L2-normalised
-    rows. Extra ``params`` go to openTSNE.TSNE / umap.UMAP / sklearn PCA.
+    rows. t-SNE ``affinities``: ``perplexity`` (openTSNE's own neighbour search), ``graph``
+    (uniform on the kNN graph of ``tl.neighbors`` under ``neighbors_key``, no second search) or
+    ``auto`` (graph from :data:`TSNE_GRAPH_MIN_N` points when that graph matches ``use_rep`` and
+    ``metric``); the choice is recorded in ``uns``. Extra ``params`` go to openTSNE.TSNE /
+    umap.UMAP / sklearn PCA.
     """
     if method not in PROJECT_METHODS:
         raise InputError(f"project: unknown method '{method}' (choose from {', '.join(PROJECT_METHODS)})")
     if metric not in ("cosine", "euclidean"):
         raise InputError(f"project: unknown metric '{metric}' (cosine or euclidean)")
+    if affinities not in TSNE_AFFINITIES:
+        raise InputError(f"project: unknown affinities '{affinities}' (choose from {', '.join(TSNE_AFFINITIES)})")
     X = get_rep(adata, use_rep, f"project ({method})")
     run = {"tsne": _tsne, "umap": _umap, "pca": _pca}[method]
+    if method == "tsne":
+        graph = _stored_graph(adata, neighbors_key, use_rep, metric)
+        if affinities == "graph" and graph is None:
+            raise InputError(f"project (tsne): affinities='graph' needs a kNN graph of '{use_rep}' ({metric}) "
+                             f"under uns['{neighbors_key}']; run protlens.tl.neighbors first")
+        use_graph = affinities == "graph" or (affinities == "auto" and graph is not None
+                                              and adata.n_obs >= TSNE_GRAPH_MIN_N)
+        params["affinities"] = graph_affinities(graph) if use_graph else None
     Y, resolved = run(X, n_components, metric, random_state, **params)
+    if method == "tsne":
+        params["affinities"] = f"uniform on kNN graph (uns['{neighbors_key}'])" if use_graph else "perplexity"
     key = key_added or PROJECT_METHODS[method]
     adata.obsm[key] = np.asarray(Y, dtype=np.float32)
     record = dict(method=method, use_rep=use_rep, n_components=n_components, metric=metric,

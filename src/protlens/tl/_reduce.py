@@ -71,6 +71,18 @@ def _stored_graph(adata: ad.AnnData, neighbors_key: str, use_rep: str, metric: s
     return adata.obsp[key]
 
 
+def _tsne_affinities(adata: ad.AnnData, affinities: str, neighbors_key: str, use_rep: str,
+                     metric: str) -> tuple[sp.csr_matrix | None, str]:
+    """t-SNE affinities for ``project``: (matrix, or None for openTSNE's own search; how, for ``uns``)."""
+    graph = _stored_graph(adata, neighbors_key, use_rep, metric)
+    if affinities == "graph" and graph is None:
+        raise InputError(f"project (tsne): affinities='graph' needs a kNN graph of '{use_rep}' ({metric}) "
+                         f"under uns['{neighbors_key}']; run protlens.tl.neighbors first")
+    if affinities == "graph" or (affinities == "auto" and graph is not None and adata.n_obs >= TSNE_GRAPH_MIN_N):
+        return graph_affinities(graph), f"uniform on kNN graph (uns['{neighbors_key}'])"
+    return None, "perplexity"
+
+
 def _umap(X: np.ndarray, n_components: int, metric: str, random_state: int, n_neighbors: int = 15,
           min_dist: float = 0.1, **params) -> tuple[np.ndarray, dict]:
     with warnings.catch_warnings():  # umap warns at import that optional TensorFlow is absent
@@ -115,16 +127,11 @@ def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_
     X = get_rep(adata, use_rep, f"project ({method})")
     run = {"tsne": _tsne, "umap": _umap, "pca": _pca}[method]
     if method == "tsne":
-        graph = _stored_graph(adata, neighbors_key, use_rep, metric)
-        if affinities == "graph" and graph is None:
-            raise InputError(f"project (tsne): affinities='graph' needs a kNN graph of '{use_rep}' ({metric}) "
-                             f"under uns['{neighbors_key}']; run protlens.tl.neighbors first")
-        use_graph = affinities == "graph" or (affinities == "auto" and graph is not None
-                                              and adata.n_obs >= TSNE_GRAPH_MIN_N)
-        params["affinities"] = graph_affinities(graph) if use_graph else None
-    Y, resolved = run(X, n_components, metric, random_state, **params)
-    if method == "tsne":
-        params["affinities"] = f"uniform on kNN graph (uns['{neighbors_key}'])" if use_graph else "perplexity"
+        P, how = _tsne_affinities(adata, affinities, neighbors_key, use_rep, metric)
+        Y, resolved = run(X, n_components, metric, random_state, affinities=P, **params)
+        resolved["affinities"] = how
+    else:
+        Y, resolved = run(X, n_components, metric, random_state, **params)
     key = key_added or PROJECT_METHODS[method]
     adata.obsm[key] = np.asarray(Y, dtype=np.float32)
     record = dict(method=method, use_rep=use_rep, n_components=n_components, metric=metric,

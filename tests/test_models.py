@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from protlens.errors import InputError
-from protlens.models import ESM_ALPHABET, EsmPLM, KmerEmbedder, load_model
+from protlens.models import ESM_ALPHABET, EsmPLM, KmerEmbedder, esm, load_model
 
 RNG = np.random.default_rng(0)
 AA = list("ACDEFGHIKLMNPQRSTVWY")
@@ -146,3 +146,70 @@ def test_bundled_protlens_small_loads_offline_and_default_follows_its_card():
     assert m.num_layers == 6 and m.hidden_size == 320 and m.max_residues == 512  # trained on 512-residue crops
     meta = json.loads((bundled_path("protlens-small") / "metrics.json").read_text())
     assert default_model_name() == ("protlens-small" if meta.get("recommended_default") else "kmer")
+
+
+def test_onednn_fused_path_matches_plain_path(tiny_esm_dir):
+    """CPU inference uses oneDNN's fused linear+GELU / linear+residual; autograd uses plain ops."""
+    plm = load_model(tiny_esm_dir)
+    toks, mask = tokens(rand_seqs([9, 40, 23]))
+    with torch.no_grad():
+        assert esm._onednn_epilogues(torch.zeros(1)) == torch.backends.mkldnn.is_available()
+        fused = plm(toks, repr_layers=[1, 2], return_logits=True)
+    plain = plm(toks, repr_layers=[1, 2], return_logits=True)  # grad enabled: no oneDNN epilogues
+    assert plain.logits.requires_grad
+    for layer in (1, 2):
+        assert (fused.hidden[layer] - plain.hidden[layer])[mask].abs().max() <= 1e-5
+    assert (fused.logits - plain.logits)[mask].abs().max() <= 1e-5
+
+
+def test_standard_folder_loads_without_transformers(tiny_esm_dir):
+    """Embedding from an HF folder must not pay transformers' import (~2 s, ~135 MB)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from protlens.models import load_model\n"
+        f"plm = load_model({str(tiny_esm_dir)!r})\n"
+        "with torch.no_grad():\n"
+        "    plm(torch.tensor([[0, 5, 6, 7, 2]]), return_logits=True)\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_light_weights_equal_transformers_weights(tiny_esm_dir, tiny_esm):
+    """Same parameter names and values as EsmForMaskedLM; ``.hf`` builds an equivalent HF model."""
+    from transformers import EsmForMaskedLM
+
+    plm = load_model(tiny_esm_dir)
+    assert isinstance(plm.net, esm._Node)
+    ref = EsmForMaskedLM.from_pretrained(tiny_esm_dir).eval()
+    skip = ("rotary", "position_ids")
+    want = {k: v for k, v in ref.state_dict().items() if not any(s in k for s in skip)}
+    got = plm.net.state_dict()
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert torch.equal(got[k], v), k
+    assert plm.weights_hash == tiny_esm.weights_hash
+    toks, mask = tokens(rand_seqs([20, 33]))
+    with torch.no_grad():
+        before = plm(toks, return_logits=True).logits
+        hf = plm.hf  # switches the model to the transformers module
+        assert isinstance(hf, EsmForMaskedLM) and plm.net is hf
+        after = plm(toks, return_logits=True).logits
+        direct = ref(input_ids=toks, attention_mask=mask.long()).logits
+    assert (before - after)[mask].abs().max() <= 1e-6
+    assert (before - direct)[mask].abs().max() <= 1e-4
+
+
+def test_bin_folder_still_loads_through_transformers(tiny_esm_dir, tiny_esm, tmp_path):
+    from transformers import EsmForMaskedLM
+
+    (tmp_path / "bin").mkdir()
+    for name in ("config.json", "vocab.txt"):
+        (tmp_path / "bin" / name).write_text((tiny_esm_dir / name).read_text())
+    torch.save(tiny_esm.hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    plm = load_model(tmp_path / "bin")
+    assert isinstance(plm.net, EsmForMaskedLM) and plm.weights_hash == tiny_esm.weights_hash

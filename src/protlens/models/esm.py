@@ -3,7 +3,8 @@
 Weights always live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports). Inference
 runs through :class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those
 same parameters: fused QKV projection, rotary tables cached per length, PyTorch SDPA attention,
-early exit after the deepest requested layer. Tests hold it to <= 1e-4 of fair-esm and HF outputs.
+oneDNN linear layers with fused GELU / residual epilogues on CPU inference, early exit after the
+deepest requested layer. Tests hold it to <= 1e-4 of fair-esm and HF outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -141,6 +143,93 @@ def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z * rot).flatten(-2).to(x.dtype)
 
 
+def _onednn_epilogues(x: torch.Tensor) -> bool:
+    """Whether the forward pass may use oneDNN's fused linear epilogues (CPU inference, fp32/bf16).
+
+    ``mkldnn._linear_pointwise`` runs a linear layer with its bias, exact GELU or residual add in
+    one oneDNN call. In eager PyTorch the FFN is a GEMM, a bias copy, a GELU pass and a residual
+    pass; the fused calls cut the 35M model's CPU forward time measurably (BENCHMARKS.md). They
+    have no autograd formula, so attribution (gradients) and GPUs keep the plain path.
+    """
+    return (x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available())
+
+
+def _linear_gelu(h: torch.Tensor, dense: nn.Linear, fused: bool) -> torch.Tensor:
+    """``gelu(dense(h))`` (exact erf GELU, as ESM-2)."""
+    if fused:
+        return torch.ops.mkldnn._linear_pointwise(h, dense.weight, dense.bias, "gelu", [], "none")
+    return F.gelu(dense(h))
+
+
+def _linear_add(h: torch.Tensor, dense: nn.Linear, residual: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``residual + dense(h)``."""
+    if fused:
+        return torch.ops.mkldnn._linear_pointwise.binary(h, residual, dense.weight, dense.bias, "add")
+    return residual + dense(h)
+
+
+class _Node(nn.Module):
+    """A plain container holding children under HF ``EsmForMaskedLM``'s attribute names."""
+
+    def __init__(_node, **children: nn.Module) -> None:  # noqa: N805 - HF has a child named "self"
+        super().__init__()
+        for k, v in children.items():
+            _node.add_module(k, v)
+
+
+#: config.json values the transformers-free loader understands; anything else goes through transformers
+_LIGHT_CONFIG = {"model_type": "esm", "position_embedding_type": "rotary", "hidden_act": "gelu",
+                 "emb_layer_norm_before": (False, None), "is_folding_model": (False, None)}
+
+
+def _light_config_ok(cfg: dict) -> bool:
+    for key, ok in _LIGHT_CONFIG.items():
+        allowed = ok if isinstance(ok, tuple) else (ok,)
+        if cfg.get(key, None if None in allowed else ok) not in allowed:
+            return False
+    return cfg.get("vocab_size") == len(ESM_ALPHABET) and not cfg.get("esmfold_config")
+
+
+def _light_esm2(cfg: dict, state: dict[str, torch.Tensor]) -> nn.Module:
+    """ESM-2's parameters in HF's module layout, built without importing transformers.
+
+    Importing transformers costs ~2.3 s and ~135 MB before the first sequence is embedded
+    (BENCHMARKS.md); inference needs only the tensors, and :attr:`EsmPLM.hf` builds the real HF
+    model from them when training or export asks for it.
+    """
+    D, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    inter, eps = cfg.get("intermediate_size", 3072), cfg.get("layer_norm_eps", 1e-12)
+
+    def layer() -> nn.Module:
+        attention = _Node(self=_Node(query=nn.Linear(D, D), key=nn.Linear(D, D), value=nn.Linear(D, D)),
+                          output=_Node(dense=nn.Linear(D, D)), LayerNorm=nn.LayerNorm(D, eps=eps))
+        return _Node(attention=attention, intermediate=_Node(dense=nn.Linear(D, inter)),
+                     output=_Node(dense=nn.Linear(inter, D)), LayerNorm=nn.LayerNorm(D, eps=eps))
+
+    with torch.device("meta"):
+        esm = _Node(embeddings=_Node(word_embeddings=nn.Embedding(len(ESM_ALPHABET), D)),
+                    encoder=_Node(layer=nn.ModuleList(layer() for _ in range(L)),
+                                  emb_layer_norm_after=nn.LayerNorm(D, eps=eps)))
+        if "esm.contact_head.regression.weight" in state:
+            esm.add_module("contact_head", _Node(regression=nn.Linear(L * H, 1)))
+        lm_head = _Node(dense=nn.Linear(D, D), layer_norm=nn.LayerNorm(D, eps=eps),
+                        decoder=nn.Linear(D, len(ESM_ALPHABET), bias=False))
+        lm_head.bias = nn.Parameter(torch.empty(len(ESM_ALPHABET)))
+        net = _Node(esm=esm, lm_head=lm_head)
+    # transformers writes ESM's layer norms under their legacy names (LayerNorm.gamma / .beta)
+    state = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v.float()
+             for k, v in state.items() if "rotary" not in k and "position_ids" not in k}
+    if cfg.get("tie_word_embeddings", True) or "lm_head.decoder.weight" not in state:
+        state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
+    net.load_state_dict(state, strict=True, assign=True)
+    if cfg.get("tie_word_embeddings", True):
+        lm_head.decoder.weight = esm.embeddings.word_embeddings.weight
+    # EsmConfig's defaults for what EsmPLM reads
+    net.config = SimpleNamespace(**{"token_dropout": False, "max_position_embeddings": 1026, **cfg})
+    return net
+
+
 @dataclass
 class PLMOutput:
     """What one forward pass returns: hidden states by layer (0 = embeddings) and optional logits."""
@@ -155,9 +244,10 @@ class EsmPLM(nn.Module):
     has_logits = True
     is_neural = True
 
-    def __init__(self, hf_model, name: str, source: str, alphabet: Alphabet = ESM_ALPHABET) -> None:
+    def __init__(self, hf_model: nn.Module, name: str, source: str, alphabet: Alphabet = ESM_ALPHABET) -> None:
+        """``hf_model``: an HF ``EsmForMaskedLM``, or the same parameters from :func:`_light_esm2`."""
         super().__init__()
-        self.hf = hf_model.eval()
+        self.net = hf_model.eval()
         self.name = name
         self.source = source
         self.alphabet = alphabet
@@ -172,13 +262,30 @@ class EsmPLM(nn.Module):
         self._fused: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._fused_version: tuple[int, ...] = ()
 
+    @property
+    def hf(self) -> nn.Module:
+        """The weights as a transformers ``EsmForMaskedLM`` (for training and export), built on first use."""
+        if isinstance(self.net, _Node):
+            from transformers import EsmConfig, EsmForMaskedLM
+
+            cfg = {k: v for k, v in vars(self.net.config).items() if not k.startswith("_")}
+            model = EsmForMaskedLM(EsmConfig(**cfg))
+            model.load_state_dict(self.net.state_dict(), strict=False)
+            self.net = model.to(device=self.device, dtype=self.dtype).eval()
+            self._fused = None
+        return self.net
+
     # -- provenance -------------------------------------------------------------------------------
     @property
     def weights_hash(self) -> str:
-        """sha256 over all parameters (name + bytes), stable across file formats."""
+        """sha256 over all parameters (name + bytes), stable across file formats.
+
+        The contact head is left out: embeddings never use it, and files without one get a random
+        one from transformers.
+        """
         h = hashlib.sha256()
-        for k, v in sorted(self.hf.state_dict().items()):
-            if "rotary" in k or "position_ids" in k:
+        for k, v in sorted(self.net.state_dict().items()):
+            if "rotary" in k or "position_ids" in k or "contact_head" in k:
                 continue
             h.update(k.encode())
             h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
@@ -186,11 +293,11 @@ class EsmPLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        return next(self.net.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.hf.parameters()).dtype
+        return next(self.net.parameters()).dtype
 
     def _apply(self, fn, recurse=True):  # .to()/.half() invalidate derived tensors
         self._fused = None
@@ -205,7 +312,7 @@ class EsmPLM(nn.Module):
         inference mode so the same tensors serve ``inference_mode`` embedding and autograd-based
         attribution alike.
         """
-        layers = self.hf.esm.encoder.layer
+        layers = self.net.esm.encoder.layer
         version = tuple(p._version for layer in layers for p in layer.attention.self.parameters())
         if self._fused is None or self._fused_version != version:
             head_dim = self.hidden_size // self.num_heads
@@ -238,7 +345,7 @@ class EsmPLM(nn.Module):
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings with ESM-2's token-dropout rescaling (layer 0 of the model)."""
-        x = self.hf.esm.embeddings.word_embeddings(tokens)
+        x = self.net.esm.embeddings.word_embeddings(tokens)
         return self._scale_embeddings(x, tokens)
 
     def _scale_embeddings(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -269,7 +376,8 @@ class EsmPLM(nn.Module):
         if 0 in layers:
             hidden[0] = x
         fused = self._fused_qkv()
-        enc = self.hf.esm.encoder
+        onednn = _onednn_epilogues(x)
+        enc = self.net.esm.encoder
         for i in range(deepest):
             layer = enc.layer[i]
             att = layer.attention
@@ -278,15 +386,20 @@ class EsmPLM(nn.Module):
             q, k = _rotate(qkv[:2], rot)
             a = F.scaled_dot_product_attention(q, k, qkv[2], attn_mask=mask, scale=1.0)
             a = a.transpose(1, 2).reshape(B, T, D)
-            x = x + att.output.dense(a)
+            x = _linear_add(a, att.output.dense, x, onednn)
             h = F.layer_norm(x, (D,), layer.LayerNorm.weight, layer.LayerNorm.bias, layer.LayerNorm.eps)
-            x = x + layer.output.dense(F.gelu(layer.intermediate.dense(h)))
+            x = _linear_add(_linear_gelu(h, layer.intermediate.dense, onednn), layer.output.dense, x, onednn)
             if i + 1 == self.num_layers:
                 x = enc.emb_layer_norm_after(x)
             if i + 1 in layers:
                 hidden[i + 1] = x
-        logits = self.hf.lm_head(x) if return_logits else None
+        logits = self._lm_head(x) if return_logits else None
         return PLMOutput(hidden=hidden, logits=logits)
+
+    def _lm_head(self, x: torch.Tensor) -> torch.Tensor:
+        """ESM-2's masked-LM head (HF ``EsmLMHead``): dense, GELU, layer norm, tied decoder + bias."""
+        lm = self.net.lm_head
+        return lm.decoder(lm.layer_norm(F.gelu(lm.dense(x)))) + lm.bias
 
     def resolve_layer(self, layer: int) -> int:
         """Map negative layer numbers to 0..num_layers, rejecting out-of-range ones."""
@@ -316,15 +429,42 @@ def check_vocab(folder: Path) -> None:
 
 
 def load_hf_folder(folder: Path, name: str | None = None) -> EsmPLM:
-    """Load a local HF ESM folder (config.json + safetensors/bin weights)."""
+    """Load a local HF ESM folder (config.json + safetensors/bin weights).
+
+    A standard ESM-2 folder with one ``model.safetensors`` loads without transformers
+    (:func:`_light_esm2`); other layouts (``.bin``, sharded, other ESM variants) go through it.
+    """
+    check_vocab(folder)
+    light = _load_light(folder)
+    if light is not None:
+        return EsmPLM(light, name or folder.name, str(folder))
     from transformers import EsmForMaskedLM
 
-    check_vocab(folder)
     try:
         model = EsmForMaskedLM.from_pretrained(folder, dtype=torch.float32)
     except (OSError, ValueError) as e:
         raise InputError(f"{folder}: cannot load as an HF ESM model ({str(e).splitlines()[0]})") from None
     return EsmPLM(model, name or folder.name, str(folder))
+
+
+def _load_light(folder: Path) -> nn.Module | None:
+    """:func:`_light_esm2` for a standard ESM-2 folder; ``None`` when transformers must read it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    if not (weights.exists() and config.exists()):
+        return None
+    try:
+        cfg = json.loads(config.read_text())
+        if not _light_config_ok(cfg):
+            return None
+        state = load_file(weights)
+        if not all(k.startswith(("esm.", "lm_head.")) for k in state) or "lm_head.bias" not in state:
+            return None  # a base EsmModel or another naming: transformers maps it
+        return _light_esm2(cfg, state)
+    except (json.JSONDecodeError, SafetensorError, KeyError, RuntimeError) as e:
+        raise InputError(f"{folder}: cannot load as an HF ESM model ({str(e).splitlines()[0]})") from None
 
 
 def load_hub(repo: str) -> EsmPLM:

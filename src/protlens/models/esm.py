@@ -25,6 +25,12 @@ from torch import nn
 from ..errors import InputError
 from .alphabet import ESM_ALPHABET, Alphabet
 
+# oneDNN keeps each compiled linear kernel it builds (one set per batch shape, ~0.3 MB each) in a
+# 1024-entry cache. Length-sorted batches seldom repeat a shape, so 32 entries keep the speed of the
+# fused CPU path and ~65 MB less peak memory (BENCHMARKS.md). Read by oneDNN on first use; a value
+# the user set wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+
 #: (layers, hidden) -> heads for the published ESM-2 sizes (needed when a checkpoint has no config).
 ESM2_ARCHS = {
     "esm2_t6_8M_UR50D": (6, 320, 20),

@@ -104,6 +104,18 @@ def test_long_sequences_windowed_not_truncated(tiny_esm):
     np.testing.assert_allclose(whole, manual_mean(tiny_esm, seqs[0])[0], atol=1e-5)
 
 
+def test_batch_results_do_not_pin_hidden_states(tiny_esm):
+    """Kept arrays must own their memory: a view would hold each batch's whole hidden state."""
+    seqs = ["MKTAYIAKQR", "ACDEFGHIKLMNPQ"]
+    chunks = [_embed.Chunk(0, 0, 10), _embed.Chunk(1, 0, 14)]
+    with torch.inference_mode():
+        out = _embed._run_batch(tiny_esm, seqs, chunks, [2], torch.device("cpu"), [True, True])
+    assert set(out) == {"bos2", "sum2", "res2_0", "res2_1"}
+    for key in ("bos2", "res2_0", "res2_1"):
+        assert out[key].flags.owndata, key
+    assert out["res2_1"].shape == (14, tiny_esm.hidden_size)
+
+
 def test_oom_batch_is_split(tiny_esm, monkeypatch):
     seqs = rand_seqs([20, 21, 22, 23, 1100])
     ref = embed_sequences(tiny_esm, seqs, per_residue=True, progress=False)

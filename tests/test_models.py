@@ -213,3 +213,12 @@ def test_bin_folder_still_loads_through_transformers(tiny_esm_dir, tiny_esm, tmp
     torch.save(tiny_esm.hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
     plm = load_model(tmp_path / "bin")
     assert isinstance(plm.net, EsmForMaskedLM) and plm.weights_hash == tiny_esm.weights_hash
+
+
+def test_light_loader_only_takes_configs_it_implements():
+    ok = {"model_type": "esm", "position_embedding_type": "rotary", "vocab_size": 33, "hidden_act": "gelu"}
+    assert esm._light_config_ok(ok)
+    assert not esm._light_config_ok({k: v for k, v in ok.items() if k != "position_embedding_type"})
+    assert not esm._light_config_ok({**ok, "position_embedding_type": "absolute"})
+    assert not esm._light_config_ok({**ok, "emb_layer_norm_before": True})
+    assert not esm._light_config_ok({**ok, "vocab_size": 35})

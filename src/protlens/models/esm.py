@@ -184,17 +184,16 @@ class _Node(nn.Module):
             _node.add_module(k, v)
 
 
-#: config.json values the transformers-free loader understands; anything else goes through transformers
-_LIGHT_CONFIG = {"model_type": "esm", "position_embedding_type": "rotary", "hidden_act": "gelu",
-                 "emb_layer_norm_before": (False, None), "is_folding_model": (False, None)}
+#: config.json values the transformers-free loader understands (None = key may be absent); anything
+#: else goes through transformers. position_embedding_type must be explicit: EsmConfig's default is
+#: "absolute" (ESM-1b), which this loader does not implement.
+_LIGHT_CONFIG = {"model_type": ("esm",), "position_embedding_type": ("rotary",), "hidden_act": ("gelu", None),
+                 "emb_layer_norm_before": (False, None), "is_folding_model": (False, None),
+                 "esmfold_config": (None,), "vocab_size": (len(ESM_ALPHABET),)}
 
 
 def _light_config_ok(cfg: dict) -> bool:
-    for key, ok in _LIGHT_CONFIG.items():
-        allowed = ok if isinstance(ok, tuple) else (ok,)
-        if cfg.get(key, None if None in allowed else ok) not in allowed:
-            return False
-    return cfg.get("vocab_size") == len(ESM_ALPHABET) and not cfg.get("esmfold_config")
+    return all(cfg.get(key) in allowed for key, allowed in _LIGHT_CONFIG.items())
 
 
 def _light_esm2(cfg: dict, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -68,17 +68,16 @@ def main() -> None:
     cfg = make_config(TrainConfig, args.recipe, {
         "data": str(small), "out_dir": str(out / "run"), "label_holdout_frac": 0.0, "max_steps": args.steps,
         "max_time_min": 0, "eval_every": 0, "threads": args.threads, "log_every": 10, "save_every_min": 0,
+        "resume": "never",  # a rerun with other --set values into the same --out must not continue the old run
         **dict(kv.split("=", 1) for kv in args.set),
     })
     res = train(cfg)
-    loss = np.array([h["mlm"] for h in res.history if "mlm" in h])
-    steps = np.array([h["step"] for h in res.history if "mlm" in h])
     residues = int(pick["sequence"].str.len().sum())
     print(f"{len(pick)} sequences ({residues} residues; the recipe's {recipe.ece_holdout_frac:.0%} of them held out "
           f"for ECE); {res.step} steps, {res.tokens} tokens")
-    for s, v in zip(steps, loss):
-        if s in (10, 50, 100, 150, 200, 250) or s == steps[-1]:
-            print(f"step {s:4d}  training MLM loss {v:.3f} nats (perplexity {math.exp(v):.2f})")
+    for h in res.history:
+        if h["step"] in (10, 50, 100, 150, 200, 250) or h is res.history[-1]:
+            print(f"step {h['step']:4d}  training MLM loss {h['mlm']:.3f} nats (perplexity {math.exp(h['mlm']):.2f})")
     print(f"held-out ECE on the sequences it never saw: {res.metrics.get('ece_heldout', float('nan')):.2f}")
     print("reference: the shipped run's training MLM loss on the plateau is ~2.70 nats (runs/protlens-small/metrics.csv)")
 

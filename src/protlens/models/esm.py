@@ -1,7 +1,8 @@
 """ESM-2 from any source (HF hub name, local HF folder, fair-esm ``.pt``, safetensors) as one class.
 
-Weights always live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports). Inference
-runs through :class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those
+Weights live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports), or, for a standard
+ESM-2 folder loaded for inference, in a container with the same module names that does not import
+transformers (:func:`_light_esm2`; :attr:`EsmPLM.hf` converts on demand). Inference runs through :class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those
 same parameters: fused QKV projection, rotary tables cached per length, PyTorch SDPA attention,
 oneDNN linear layers with fused GELU / residual epilogues on CPU inference, early exit after the
 deepest requested layer. Tests hold it to <= 1e-4 of fair-esm and HF outputs.
@@ -225,10 +226,11 @@ def _light_esm2(cfg: dict, state: dict[str, torch.Tensor]) -> nn.Module:
     # transformers writes ESM's layer norms under their legacy names (LayerNorm.gamma / .beta)
     state = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v.float()
              for k, v in state.items() if "rotary" not in k and "position_ids" not in k}
-    if cfg.get("tie_word_embeddings", True) or "lm_head.decoder.weight" not in state:
+    tied = cfg.get("tie_word_embeddings", True)  # EsmConfig's default
+    if tied or "lm_head.decoder.weight" not in state:
         state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
     net.load_state_dict(state, strict=True, assign=True)
-    if cfg.get("tie_word_embeddings", True):
+    if tied:
         lm_head.decoder.weight = esm.embeddings.word_embeddings.weight
     # EsmConfig's defaults for what EsmPLM reads
     net.config = SimpleNamespace(**{"token_dropout": False, "max_position_embeddings": 1026, **cfg})
@@ -455,7 +457,7 @@ def load_hf_folder(folder: Path, name: str | None = None) -> EsmPLM:
 
 def _load_light(folder: Path) -> nn.Module | None:
     """:func:`_light_esm2` for a standard ESM-2 folder; ``None`` when transformers must read it."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     weights, config = folder / "model.safetensors", folder / "config.json"
@@ -465,10 +467,11 @@ def _load_light(folder: Path) -> nn.Module | None:
         cfg = json.loads(config.read_text())
         if not _light_config_ok(cfg):
             return None
-        state = load_file(weights)
-        if not all(k.startswith(("esm.", "lm_head.")) for k in state) or "lm_head.bias" not in state:
+        with safe_open(weights, framework="pt") as f:  # names only: a fallback must not read the tensors twice
+            keys = set(f.keys())
+        if not all(k.startswith(("esm.", "lm_head.")) for k in keys) or "lm_head.bias" not in keys:
             return None  # a base EsmModel or another naming: transformers maps it
-        return _light_esm2(cfg, state)
+        return _light_esm2(cfg, load_file(weights))
     except (json.JSONDecodeError, SafetensorError, KeyError, RuntimeError) as e:
         raise InputError(f"{folder}: cannot load as an HF ESM model ({str(e).splitlines()[0]})") from None
 

@@ -6,6 +6,11 @@ subprocess, so peak RSS is measured per method. protlens' windowed mode (no trun
 reported on its own line. Outputs are checked against each other (max abs difference).
 
     python benchmarks/embed_throughput.py --arch 8M --arch 35M
+    python benchmarks/embed_throughput.py --arch 35M --device cuda --dtype bf16 --hf-dtype bf16
+
+On an accelerator fair-esm stays in fp32 (its script has no other mode), ``--dtype`` sets protlens'
+precision and ``--hf-dtype`` the HF loops'; peak accelerator memory and the model FLOP rate as a
+fraction of a measured large-matmul peak (same device and dtype as protlens) are printed too.
 """
 
 from __future__ import annotations
@@ -54,7 +59,42 @@ def make_models(arch: str, folder: Path) -> None:
     load_model(folder / "model.pt").save_pretrained(folder / "hf")
 
 
-def run_fairesm(folder: Path, recs, layers: int) -> np.ndarray:
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def forward_flops(lengths, arch: str) -> float:
+    """Model FLOPs of one forward pass (matmuls only: 2 per multiply-add) over sequences of ``lengths``."""
+    layers, dim, _ = ARCHS[arch]
+    per_layer = sum(2 * (n + 2) * (4 * dim * dim + 8 * dim * dim) + 4 * (n + 2) ** 2 * dim for n in lengths)
+    return layers * per_layer
+
+
+def matmul_peak(device: str, dtype: str) -> float:
+    """Measured FLOP/s of large square matmuls on ``device`` in ``dtype`` (the attainable peak)."""
+    import torch
+
+    n = 8192 if device != "cpu" else 2048
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, DTYPES[dtype]))
+    b = torch.randn_like(a)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    reps = 20 if device != "cpu" else 5
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_fairesm(folder: Path, recs, layers: int, device: str) -> np.ndarray:
     """fair-esm's extract.py loop, driven through the package's own API."""
     import esm
     import torch
@@ -62,28 +102,29 @@ def run_fairesm(folder: Path, recs, layers: int) -> np.ndarray:
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_random", data)
-    model.eval()
+    model.eval().to(device)
     dataset = esm.data.FastaBatchedDataset([r[0] for r in recs], [r[1] for r in recs])
     batches = dataset.get_batch_indices(4096, extra_toks_per_seq=1)
     loader = torch.utils.data.DataLoader(dataset, collate_fn=alphabet.get_batch_converter(1022), batch_sampler=batches)
     out = {}
     with torch.no_grad():
         for labels, strs, toks in loader:
-            rep = model(toks, repr_layers=[layers])["representations"][layers]
+            rep = model(toks.to(device), repr_layers=[layers])["representations"][layers]
             for i, label in enumerate(labels):
                 n = min(1022, len(strs[i]))
-                out[label] = rep[i, 1 : n + 1].mean(0).numpy()
+                out[label] = rep[i, 1 : n + 1].mean(0).cpu().numpy()
     return np.stack([out[r[0]] for r in recs])
 
 
-def run_hf(folder: Path, recs, careful: bool) -> np.ndarray:
+def run_hf(folder: Path, recs, careful: bool, device: str, dtype: str) -> np.ndarray:
     """Plain: batches of 8 in file order padded to the longest. Careful: length-sorted 4096-token batches, SDPA."""
     import torch
     from transformers import EsmModel, EsmTokenizer
 
     tok = EsmTokenizer(str(folder / "hf" / "vocab.txt"))
     impl = "sdpa" if careful else "eager"
-    model = EsmModel.from_pretrained(folder / "hf", add_pooling_layer=False, attn_implementation=impl).eval()
+    model = EsmModel.from_pretrained(folder / "hf", add_pooling_layer=False, attn_implementation=impl,
+                                     dtype=getattr(torch, DTYPES[dtype])).eval().to(device)
     seqs = [r[1][:1022] for r in recs]
     if careful:
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
@@ -99,22 +140,23 @@ def run_hf(folder: Path, recs, careful: bool) -> np.ndarray:
     out = np.zeros((len(seqs), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
         for b in batches:
-            enc = tok([seqs[i] for i in b], return_tensors="pt", padding=True)
-            h = model(**enc).last_hidden_state
+            enc = tok([seqs[i] for i in b], return_tensors="pt", padding=True).to(device)
+            h = model(**enc).last_hidden_state.float()
             m = enc["attention_mask"].clone()
             m[:, 0] = 0
             m[torch.arange(len(b)), enc["attention_mask"].sum(1) - 1] = 0
             pooled = (h * m[..., None]).sum(1) / m.sum(1, keepdim=True)
-            out[b] = pooled.numpy()
+            out[b] = pooled.cpu().numpy()
     return out
 
 
-def run_protlens(folder: Path, recs, windowed: bool, dtype: str) -> np.ndarray:
+def run_protlens(folder: Path, recs, windowed: bool, device: str, dtype: str) -> np.ndarray:
     from protlens.models import load_model
     from protlens.pp import embed_sequences
 
     model = load_model(folder / "hf")
-    res = embed_sequences(model, [r[1] for r in recs], truncate=not windowed, dtype=dtype, progress=False)
+    res = embed_sequences(model, [r[1] for r in recs], truncate=not windowed, device=device, dtype=dtype,
+                          progress=False)
     return res.pooled[model.num_layers]
 
 
@@ -124,16 +166,26 @@ def child(args) -> None:
     layers = ARCHS[args.arch][0]
     t0 = time.perf_counter()
     if args.method == "fair-esm":
-        emb = run_fairesm(folder, recs, layers)
+        emb = run_fairesm(folder, recs, layers, args.device)
     elif args.method.startswith("hf-"):
-        emb = run_hf(folder, recs, careful=args.method == "hf-careful")
+        emb = run_hf(folder, recs, careful=args.method == "hf-careful", device=args.device, dtype=args.hf_dtype)
     else:
-        emb = run_protlens(folder, recs, windowed=args.method == "protlens-windowed", dtype=args.dtype)
+        emb = run_protlens(folder, recs, windowed=args.method == "protlens-windowed", device=args.device,
+                           dtype=args.dtype)
+    _sync(args.device)
     dt = time.perf_counter() - t0
-    residues = sum(len(r[1]) if args.method == "protlens-windowed" else min(len(r[1]), 1022) for r in recs)
+    lengths = [len(r[1]) if args.method == "protlens-windowed" else min(len(r[1]), 1022) for r in recs]
     np.save(folder / f"emb-{args.method}.npy", emb)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": dt, "residues": residues, "rss_mb": rss}))
+    row = {"seconds": dt, "residues": sum(lengths), "rss_mb": rss}
+    if args.device.startswith("cuda"):
+        import torch
+
+        row["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if args.method == "protlens":
+        row["flops"] = forward_flops(lengths, args.arch)
+        row["peak_flops"] = matmul_peak(args.device, args.dtype)
+    print(json.dumps(row))
 
 
 def main() -> None:
@@ -142,7 +194,9 @@ def main() -> None:
     p.add_argument("--arch", action="append", choices=list(ARCHS))
     p.add_argument("--limit", type=int, default=None, help="first N sequences only")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="protlens' precision")
+    p.add_argument("--hf-dtype", default="fp32", choices=list(DTYPES), help="the HF loops' precision")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -153,7 +207,9 @@ def main() -> None:
         sys.exit(f"skipped: {args.fasta} not found")
     import torch
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
+          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+          + f", protlens {args.dtype}, HF loops {args.hf_dtype}, fair-esm fp32")
     for arch in args.arch or ["8M"]:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
@@ -161,7 +217,8 @@ def main() -> None:
             rows = {}
             for method in args.methods.split(","):
                 cmd = [sys.executable, __file__, "--method", method, "--folder", tmp, "--fasta", args.fasta,
-                       "--arch", arch, "--dtype", args.dtype] + (["--limit", str(args.limit)] if args.limit else [])
+                       "--arch", arch, "--dtype", args.dtype, "--hf-dtype", args.hf_dtype, "--device", args.device]
+                cmd += ["--limit", str(args.limit)] if args.limit else []
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     print(r.stderr[-3000:])
@@ -169,14 +226,23 @@ def main() -> None:
                 rows[method] = json.loads(r.stdout.strip().splitlines()[-1])
             ref = np.load(folder / "emb-fair-esm.npy") if "fair-esm" in rows else None
             print(f"\n## ESM-2 {arch} architecture (random init), {args.limit or 'all'} sequences of {Path(args.fasta).name}")
-            print("| method | residues/s | seconds | peak RSS (MB) | max abs diff vs fair-esm |")
-            print("|---|---|---|---|---|")
+            gpu = args.device.startswith("cuda")
+            print("| method | residues/s | seconds | peak RSS (MB) |" + (" peak GPU (MB) |" if gpu else "")
+                  + " max abs diff vs fair-esm |")
+            print("|---|---|---|---|" + ("---|" if gpu else "") + "---|")
             for method, r in rows.items():
                 diff = ""
                 if ref is not None and method != "protlens-windowed":
                     diff = f"{np.abs(np.load(folder / f'emb-{method}.npy') - ref).max():.1e}"
-                print(f"| {method} | {r['residues'] / r['seconds']:,.0f} | {r['seconds']:.1f} | {r['rss_mb']:.0f} | {diff} |")
+                mem = f" {r['gpu_mb']:.0f} |" if gpu else ""
+                print(f"| {method} | {r['residues'] / r['seconds']:,.0f} | {r['seconds']:.1f} | {r['rss_mb']:.0f} |{mem}"
+                      f" {diff} |")
             if "protlens" in rows:
+                r = rows["protlens"]
+                rate = r["flops"] / r["seconds"]
+                print(f"protlens model FLOP rate {rate / 1e12:.3f} TFLOP/s = {rate / r['peak_flops']:.0%} of the "
+                      f"measured {args.dtype} matmul peak on {args.device} ({r['peak_flops'] / 1e12:.3f} TFLOP/s; "
+                      "timed from imports, so model loading counts against it)")
                 speed = {m: r["residues"] / r["seconds"] for m, r in rows.items()}
                 for m in ("fair-esm", "hf-plain", "hf-careful"):
                     if m in speed:

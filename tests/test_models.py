@@ -162,21 +162,46 @@ def test_onednn_fused_path_matches_plain_path(tiny_esm_dir):
     assert (fused.logits - plain.logits)[mask].abs().max() <= 1e-5
 
 
-def test_standard_folder_loads_without_transformers(tiny_esm_dir):
-    """Embedding from an HF folder must not pay transformers' import (~2 s, ~135 MB)."""
+def _fake_hub_cache(root, repo, folder):
+    """An HF hub cache holding ``folder``'s files as the snapshot of ``repo`` (the layout huggingface_hub reads)."""
+    snap = root / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    for f in folder.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    return root
+
+
+@pytest.mark.parametrize("source", ["folder", "fair-esm", "hub-cache"])
+def test_standard_sources_load_without_transformers(source, tiny_esm_dir, tiny_esm, tmp_path, request):
+    """Embedding must not pay transformers' import (~2 s, ~135 MB) for a standard ESM-2 checkpoint."""
+    import os
     import subprocess
     import sys
 
+    env = dict(os.environ)
+    name, want = str(tiny_esm_dir), tiny_esm.weights_hash
+    if source == "fair-esm":
+        path = request.getfixturevalue("tiny_fairesm_pt")[0]
+        name, want = str(path), load_model(path).weights_hash
+    elif source == "hub-cache":
+        name = "esm2_t6_8M_UR50D"
+        env["HF_HUB_CACHE"] = str(_fake_hub_cache(tmp_path / "hub", "facebook/esm2_t6_8M_UR50D", tiny_esm_dir))
+        env["HF_HUB_OFFLINE"] = "1"
     code = (
         "import sys, torch\n"
         "from protlens.models import load_model\n"
-        f"plm = load_model({str(tiny_esm_dir)!r})\n"
+        f"plm = load_model({name!r})\n"
         "with torch.no_grad():\n"
         "    plm(torch.tensor([[0, 5, 6, 7, 2]]), return_logits=True)\n"
-        "print('transformers' in sys.modules)\n"
+        "print('transformers' in sys.modules, plm.weights_hash, plm.source)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    imported, digest, origin = out.stdout.split()
+    assert imported == "False" and digest == want
+    if source == "hub-cache":
+        assert origin == "hf-hub:facebook/esm2_t6_8M_UR50D"
 
 
 def test_light_weights_equal_transformers_weights(tiny_esm_dir, tiny_esm):
@@ -222,3 +247,9 @@ def test_light_loader_only_takes_configs_it_implements():
     assert not esm._light_config_ok({**ok, "position_embedding_type": "absolute"})
     assert not esm._light_config_ok({**ok, "emb_layer_norm_before": True})
     assert not esm._light_config_ok({**ok, "vocab_size": 35})
+
+
+def test_checkpoint_missing_parameters_is_one_clear_error(tiny_esm):
+    state = {k: v for k, v in tiny_esm.hf.state_dict().items() if "layer.1.output.dense" not in k}
+    with pytest.raises(InputError, match="does not match ESM-2.*layer.1.output.dense"):
+        esm._from_state(state, num_heads=4)

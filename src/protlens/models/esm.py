@@ -44,19 +44,26 @@ ESM2_ARCHS = {
 _HEADS_BY_SHAPE = {(n, d): h for n, d, h in ESM2_ARCHS.values()}
 
 
-def esm2_config(num_layers: int, hidden_size: int, num_heads: int, max_positions: int = 1026,
-                token_dropout: bool = True, intermediate_size: int | None = None):
-    """An HF ``EsmConfig`` for an ESM-2 architecture of the given size."""
-    from transformers import EsmConfig
-
-    return EsmConfig(
-        vocab_size=len(ESM_ALPHABET), hidden_size=hidden_size, num_hidden_layers=num_layers,
+def _esm2_config_dict(num_layers: int, hidden_size: int, num_heads: int, max_positions: int = 1026,
+                      token_dropout: bool = True, intermediate_size: int | None = None) -> dict:
+    """The ``EsmConfig`` fields of an ESM-2 architecture, as config.json writes them."""
+    return dict(
+        model_type="esm", vocab_size=len(ESM_ALPHABET), hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=intermediate_size or 4 * hidden_size,
         max_position_embeddings=max_positions, position_embedding_type="rotary",
         token_dropout=token_dropout, emb_layer_norm_before=False, layer_norm_eps=1e-5,
         mask_token_id=ESM_ALPHABET.mask_idx, pad_token_id=ESM_ALPHABET.pad_idx,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )
+
+
+def esm2_config(num_layers: int, hidden_size: int, num_heads: int, max_positions: int = 1026,
+                token_dropout: bool = True, intermediate_size: int | None = None):
+    """An HF ``EsmConfig`` for an ESM-2 architecture of the given size."""
+    from transformers import EsmConfig
+
+    return EsmConfig(**_esm2_config_dict(num_layers, hidden_size, num_heads, max_positions, token_dropout,
+                                         intermediate_size))
 
 
 def _fairesm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -92,32 +99,29 @@ def _fairesm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _hf_from_state(state: dict[str, torch.Tensor], num_heads: int | None, token_dropout: bool = True):
-    """Build an ``EsmForMaskedLM`` from HF-named parameters, inferring the architecture."""
-    from transformers import EsmForMaskedLM
-
-    emb = state["esm.embeddings.word_embeddings.weight"]
-    hidden = emb.shape[1]
-    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"esm\.encoder\.layer\.(\d+)\.", k)))
-    inter = state["esm.encoder.layer.0.intermediate.dense.weight"].shape[0]
+def _from_state(state: dict[str, torch.Tensor], num_heads: int | None, token_dropout: bool = True) -> nn.Module:
+    """ESM-2 parameters (HF names) in :func:`_light_esm2`'s container, the architecture read off the shapes."""
+    try:
+        hidden = state["esm.embeddings.word_embeddings.weight"].shape[1]
+        layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"esm\.encoder\.layer\.(\d+)\.", k)))
+        inter = state["esm.encoder.layer.0.intermediate.dense.weight"].shape[0]
+    except (KeyError, ValueError):
+        raise InputError("checkpoint does not hold ESM-2 parameters (no token embedding or encoder layers)") from None
     heads = num_heads or _HEADS_BY_SHAPE.get((layers, hidden))
     if heads is None:
         raise InputError(
             f"checkpoint with {layers} layers x {hidden} dims is not a published ESM-2 size: "
             "pass a folder with config.json to give the number of attention heads"
         )
-    model = EsmForMaskedLM(esm2_config(layers, hidden, heads, token_dropout=token_dropout, intermediate_size=inter))
-    state = {k: v.float() for k, v in state.items()}
-    if "lm_head.decoder.weight" not in state:
-        state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if "rotary" not in k and "contact_head" not in k and "position_ids" not in k]
-    if missing or unexpected:
-        raise InputError(f"checkpoint does not match ESM-2: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
+    cfg = _esm2_config_dict(layers, hidden, heads, token_dropout=token_dropout, intermediate_size=inter)
+    try:
+        return _light_esm2(cfg, state)
+    except RuntimeError as e:  # load_state_dict(strict=True): a line each for missing and unexpected keys
+        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:])
+        raise InputError(f"checkpoint does not match ESM-2: {detail[:300]}") from None
 
 
-def load_fairesm_checkpoint(path: Path):
+def load_fairesm_checkpoint(path: Path) -> nn.Module:
     """Read a fair-esm ``.pt`` safely: ``weights_only=True`` with only ``argparse.Namespace`` allowed."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -130,7 +134,7 @@ def load_fairesm_checkpoint(path: Path):
     cfg = cfg.get("model", cfg) if isinstance(cfg, dict) else cfg
     heads = getattr(cfg, "encoder_attention_heads", None)
     token_dropout = bool(getattr(cfg, "token_dropout", True))
-    return _hf_from_state(_fairesm_to_hf(data["model"]), heads, token_dropout)
+    return _from_state(_fairesm_to_hf(data["model"]), heads, token_dropout)
 
 
 def _interleave_halves(head_dim: int) -> torch.Tensor:
@@ -476,8 +480,30 @@ def _load_light(folder: Path) -> nn.Module | None:
         raise InputError(f"{folder}: cannot load as an HF ESM model ({str(e).splitlines()[0]})") from None
 
 
+def _cached_light(repo: str) -> nn.Module | None:
+    """:func:`_load_light` on the HF cache's snapshot of ``repo`` when its config and safetensors are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = [try_to_load_from_cache(repo, name) for name in ("config.json", "model.safetensors")]
+    except ValueError:  # not a valid repo id: transformers' path gives the user-facing error
+        return None
+    if not all(isinstance(f, str) for f in found) or Path(found[0]).parent != Path(found[1]).parent:
+        return None
+    folder = Path(found[0]).parent
+    check_vocab(folder)
+    return _load_light(folder)
+
+
 def load_hub(repo: str) -> EsmPLM:
-    """Load from the HF cache, reaching the hub only if the model is not cached and we are online."""
+    """Load from the HF cache, reaching the hub only if the model is not cached and we are online.
+
+    A cached standard snapshot (the facebook/esm2_* repos carry model.safetensors) loads without
+    importing transformers, as a local folder does.
+    """
+    light = _cached_light(repo)
+    if light is not None:
+        return EsmPLM(light, repo.split("/")[-1], f"hf-hub:{repo}")
     from transformers import EsmForMaskedLM
 
     last: Exception | None = None
@@ -502,8 +528,5 @@ def load_safetensors_file(path: Path) -> EsmPLM:
     if (path.parent / "config.json").exists():
         return load_hf_folder(path.parent, path.stem)
     state = load_file(path)
-    if any(k.startswith("esm.") for k in state):
-        model = _hf_from_state(state, None)
-    else:
-        model = _hf_from_state(_fairesm_to_hf(state), None)
+    model = _from_state(state if any(k.startswith("esm.") for k in state) else _fairesm_to_hf(state), None)
     return EsmPLM(model, path.stem, str(path))

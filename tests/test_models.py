@@ -50,6 +50,9 @@ def test_fairesm_checkpoint_matches_fairesm(tiny_fairesm_pt, lengths):
     for layer in (0, 1, 2):
         assert (ours.hidden[layer] - ref["representations"][layer])[mask].abs().max() <= 1e-4
     assert (ours.logits - ref["logits"])[mask].abs().max() <= 1e-4
+    with torch.no_grad():  # the transformers model built on demand (training, export) agrees too
+        hf_logits = plm.hf(input_ids=toks, attention_mask=mask.long()).logits
+    assert (hf_logits - ref["logits"])[mask].abs().max() <= 1e-4
 
 
 def test_pt_with_foreign_pickle_is_refused(tmp_path):

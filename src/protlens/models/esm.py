@@ -1,11 +1,13 @@
 """ESM-2 from any source (HF hub name, local HF folder, fair-esm ``.pt``, safetensors) as one class.
 
-Weights live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports), or, for a standard
-ESM-2 folder loaded for inference, in a container with the same module names that does not import
-transformers (:func:`_light_esm2`; :attr:`EsmPLM.hf` converts on demand). Inference runs through :class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those
-same parameters: fused QKV projection, rotary tables cached per length, PyTorch SDPA attention,
-oneDNN linear layers with fused GELU / residual epilogues on CPU inference, early exit after the
-deepest requested layer. Tests hold it to <= 1e-4 of fair-esm and HF outputs.
+Weights live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports), or, for standard
+ESM-2 checkpoints loaded for inference (HF folders and cached hub snapshots with model.safetensors,
+fair-esm ``.pt``, lone safetensors), in a container with the same module names that does not import
+transformers (:func:`_light_esm2`; :attr:`EsmPLM.hf` converts on demand). Inference runs through
+:class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those same
+parameters: fused QKV projection, rotary embedding as one complex product with tables cached per
+length, PyTorch SDPA attention, early exit after the deepest requested layer. Tests hold it to
+<= 1e-4 of fair-esm and HF outputs.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from torch import nn
 from ..errors import InputError
 from .alphabet import ESM_ALPHABET, Alphabet
 
-# oneDNN keeps each compiled linear kernel it builds (one set per batch shape, ~0.3 MB each) in a
-# 1024-entry cache. Length-sorted batches seldom repeat a shape, so 32 entries keep the speed of the
-# fused CPU path and ~65 MB less peak memory (BENCHMARKS.md). Read by oneDNN on first use; a value
-# the user set wins.
+# oneDNN runs CPU bf16 linear layers and keeps each kernel it compiles (one set per batch shape) in
+# a 1024-entry cache. Length-sorted batches seldom repeat a shape, so the cache only grows; 32
+# entries bound it (BENCHMARKS.md). Read by oneDNN on first use; a value the user set wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
 
 #: (layers, hidden) -> heads for the published ESM-2 sizes (needed when a checkpoint has no config).
@@ -152,32 +153,6 @@ def _rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of ``x`` (head dims interleaved in pairs) by the complex phases ``rot`` [T, d/2]."""
     z = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
     return torch.view_as_real(z * rot).flatten(-2).to(x.dtype)
-
-
-def _onednn_epilogues(x: torch.Tensor) -> bool:
-    """Whether the forward pass may use oneDNN's fused linear epilogues (CPU inference, fp32/bf16).
-
-    ``mkldnn._linear_pointwise`` runs a linear layer with its bias, exact GELU or residual add in
-    one oneDNN call. In eager PyTorch the FFN is a GEMM, a bias copy, a GELU pass and a residual
-    pass; the fused calls cut the 35M model's CPU forward time measurably (BENCHMARKS.md). They
-    have no autograd formula, so attribution (gradients) and GPUs keep the plain path.
-    """
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16)
-            and torch.backends.mkldnn.is_available())
-
-
-def _linear_gelu(h: torch.Tensor, dense: nn.Linear, fused: bool) -> torch.Tensor:
-    """``gelu(dense(h))`` (exact erf GELU, as ESM-2)."""
-    if fused:
-        return torch.ops.mkldnn._linear_pointwise(h, dense.weight, dense.bias, "gelu", [], "none")
-    return F.gelu(dense(h))
-
-
-def _linear_add(h: torch.Tensor, dense: nn.Linear, residual: torch.Tensor, fused: bool) -> torch.Tensor:
-    """``residual + dense(h)``."""
-    if fused:
-        return torch.ops.mkldnn._linear_pointwise.binary(h, residual, dense.weight, dense.bias, "add")
-    return residual + dense(h)
 
 
 class _Node(nn.Module):
@@ -387,7 +362,6 @@ class EsmPLM(nn.Module):
         if 0 in layers:
             hidden[0] = x
         fused = self._fused_qkv()
-        onednn = _onednn_epilogues(x)
         enc = self.net.esm.encoder
         for i in range(deepest):
             layer = enc.layer[i]
@@ -398,9 +372,9 @@ class EsmPLM(nn.Module):
             # a contiguous V: the CPU flash kernel runs ~8% faster than on the strided view (T=1024)
             a = F.scaled_dot_product_attention(q, k, qkv[2].contiguous(), attn_mask=mask, scale=1.0)
             a = a.transpose(1, 2).reshape(B, T, D)
-            x = _linear_add(a, att.output.dense, x, onednn)
+            x = x + att.output.dense(a)
             h = F.layer_norm(x, (D,), layer.LayerNorm.weight, layer.LayerNorm.bias, layer.LayerNorm.eps)
-            x = _linear_add(_linear_gelu(h, layer.intermediate.dense, onednn), layer.output.dense, x, onednn)
+            x = x + layer.output.dense(F.gelu(layer.intermediate.dense(h)))
             if i + 1 == self.num_layers:
                 x = enc.emb_layer_norm_after(x)
             if i + 1 in layers:

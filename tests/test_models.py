@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_pt_with_foreign_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as fh:
         pickle.dump({"model": {}, "cfg": Evil()}, fh)
-    with pytest.raises(InputError, match="not a loadable fair-esm checkpoint"):
+    with pytest.raises(InputError, match=r"evil.pt: refused \(not a weights-only pickle"):
         load_model(path)
 
 
@@ -218,27 +219,33 @@ def test_light_weights_equal_transformers_weights(tiny_esm_dir, tiny_esm):
     assert (before - direct)[mask].abs().max() <= 1e-4
 
 
-def test_bin_folder_still_loads_through_transformers(tiny_esm_dir, tiny_esm, tmp_path):
-    from transformers import EsmForMaskedLM
-
+def test_bin_folder_loads_strictly_without_transformers(tiny_esm_dir, tiny_esm, tmp_path):
     (tmp_path / "bin").mkdir()
     for name in ("config.json", "vocab.txt"):
         (tmp_path / "bin" / name).write_text((tiny_esm_dir / name).read_text())
     torch.save(tiny_esm.hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
     plm = load_model(tmp_path / "bin")
-    assert isinstance(plm.net, EsmForMaskedLM) and plm.weights_hash == tiny_esm.weights_hash
+    assert isinstance(plm.net, esm._Node) and plm.weights_hash == tiny_esm.weights_hash
 
 
-def test_light_loader_only_takes_configs_it_implements():
-    ok = {"model_type": "esm", "position_embedding_type": "rotary", "vocab_size": 33, "hidden_act": "gelu"}
-    assert esm._light_config_ok(ok)
-    assert not esm._light_config_ok({k: v for k, v in ok.items() if k != "position_embedding_type"})
-    assert not esm._light_config_ok({**ok, "position_embedding_type": "absolute"})
-    assert not esm._light_config_ok({**ok, "emb_layer_norm_before": True})
-    assert not esm._light_config_ok({**ok, "vocab_size": 35})
+@pytest.mark.parametrize("change, reason", [
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type='relative_key' is not supported"),
+    ({"is_folding_model": True}, "is_folding_model=True"),
+    ({"vocab_size": 35}, "vocab_size=35"),
+    ({"is_decoder": True}, "is_decoder=True"),
+    ({"model_type": "bert"}, "model_type='bert'"),
+    ({"num_attention_heads": 5}, "not a multiple of num_attention_heads=5"),
+])
+def test_configs_not_computed_exactly_are_refused_by_name(tiny_esm_dir, change, reason):
+    import json
+
+    cfg = json.loads((tiny_esm_dir / "config.json").read_text())
+    (tiny_esm_dir / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(InputError, match=f"{tiny_esm_dir.name}: config .*{re.escape(reason)}"):
+        load_model(tiny_esm_dir)
 
 
 def test_checkpoint_missing_parameters_is_one_clear_error(tiny_esm):
     state = {k: v for k, v in tiny_esm.hf.state_dict().items() if "layer.1.output.dense" not in k}
-    with pytest.raises(InputError, match="does not match ESM-2.*layer.1.output.dense"):
-        esm._from_state(state, num_heads=4)
+    with pytest.raises(InputError, match="ckpt: weights do not match.*missing esm.encoder.layer.1.output.dense"):
+        esm._from_state(state, num_heads=4, source="ckpt")

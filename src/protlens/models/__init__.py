@@ -1,8 +1,10 @@
 """One entry point for every model protlens can use: :func:`load_model`.
 
-Accepted names: ESM-2 hub names (``esm2_t6_8M_UR50D`` or ``facebook/esm2_t6_8M_UR50D``), a local
-HF folder, a fair-esm ``.pt`` checkpoint, a ``.safetensors`` file, the bundled ``protlens-small``,
-and the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles).
+Accepted names: ESM-2, ESM-1b and ESM-1v hub names (``esm2_t6_8M_UR50D``,
+``facebook/esm1b_t33_650M_UR50S``, ``esm1v_t33_650M_UR90S_1``), ``esm1v`` (the five ESM-1v members as
+one mutation-scoring ensemble), ``ensemble:PATH1,PATH2,...`` (any masked LMs as one), a local HF
+folder, a fair-esm ``.pt`` checkpoint, a ``.safetensors`` file, the bundled ``protlens-small``, and
+the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles).
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from pathlib import Path
 from ..errors import InputError
 from .alphabet import ESM_ALPHABET, ESM_TOKENS, Alphabet
 from .esm import (
+    ESM1_ARCHS,
+    ESM1V_MEMBERS,
     ESM2_ARCHS,
+    EsmEnsemble,
     EsmPLM,
     PLMOutput,
+    esm1b_config,
     esm2_config,
+    load_ensemble,
     load_fairesm_checkpoint,
     load_hf_folder,
     load_hub,
@@ -50,9 +57,14 @@ def default_model_name() -> str:
     return "kmer"
 
 
-def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
+def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder:
     """Load any supported model; raises :class:`InputError` with a one-line reason otherwise."""
     name = str(name_or_path)
+    if name == "esm1v":
+        return load_ensemble(list(ESM1V_MEMBERS), name, load_model)
+    if name.startswith("ensemble:"):
+        parts = [p for p in name[len("ensemble:"):].split(",") if p]
+        return load_ensemble(parts, name, load_model)
     m = re.fullmatch(r"kmer(\d*)", name)
     if m:
         ks = tuple(int(c) for c in m.group(1)) or (3,)
@@ -69,23 +81,24 @@ def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
         if path.is_dir():
             return load_hf_folder(path)
         if path.suffix == ".pt":
-            plm = EsmPLM(load_fairesm_checkpoint(path), path.stem, str(path))
-            return plm
+            return EsmPLM(load_fairesm_checkpoint(path), path.stem, str(path))
         if path.suffix == ".safetensors":
             return load_safetensors_file(path)
         raise InputError(f"{path}: unknown model file type (expected a folder, .pt or .safetensors)")
     short = name.split("/")[-1]
-    if short in ESM2_ARCHS and (name == short or name.startswith("facebook/")):
+    if (short in ESM2_ARCHS or short in ESM1_ARCHS) and (name == short or name.startswith("facebook/")):
         return load_hub(f"facebook/{short}")
     if "/" in name and not name.startswith((".", "/")):
         return load_hub(name)
     raise InputError(
-        f"unknown model '{name}': not a file or folder, not an ESM-2 name "
-        f"({', '.join(ESM2_ARCHS)}), not 'kmer' or a bundled model ({', '.join(sorted(BUNDLED))})"
+        f"unknown model '{name}': not a file or folder, not an ESM name "
+        f"({', '.join([*ESM2_ARCHS, *ESM1_ARCHS, 'esm1v'])}), not 'kmer' or a bundled model "
+        f"({', '.join(sorted(BUNDLED))})"
     )
 
 
 __all__ = [
-    "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM2_ARCHS", "EsmPLM", "KmerEmbedder", "PLMOutput",
-    "available_bundled", "bundled_path", "default_model_name", "esm2_config", "load_model",
+    "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM1_ARCHS", "ESM2_ARCHS", "EsmEnsemble", "EsmPLM", "KmerEmbedder",
+    "PLMOutput", "available_bundled", "bundled_path", "default_model_name", "esm1b_config", "esm2_config",
+    "load_model",
 ]

@@ -19,7 +19,9 @@ from protlens.bench.homology import hit_at_k
 from protlens.bench.ppi import _assign_splits, pair_features
 from protlens.bench.similarity import sample_pairs
 from protlens.errors import InputError
-from protlens.models import KmerEmbedder
+from protlens.models import ESM_ALPHABET, KmerEmbedder
+
+TOK = ESM_ALPHABET.tok_to_idx
 
 
 def test_uniform_logits_give_ece_25(tiny_esm):
@@ -33,18 +35,29 @@ def test_uniform_logits_give_ece_25(tiny_esm):
 
 
 def test_ece_scores_long_sequences_within_the_model_reach(tiny_esm):
-    from protlens.bench.ece import _within_reach
-
-    seqs, masks = _within_reach(["A" * 25, "C" * 5], [np.array([0, 9, 10, 24]), np.array([3])], reach=10)
-    assert seqs == ["A" * 10, "A" * 10, "A" * 5, "C" * 5]
-    assert [m.tolist() for m in masks] == [[0, 9], [0], [4], [3]]
-    tiny_esm.max_residues = 10  # a model trained on 10-residue crops: same ECE as scoring each window alone
-    bm = BenchModel("tiny", tiny_esm)
+    """Reach 10 over 24 residues: windows (0,10) (5,15) (10,20) (14,24); each masked position's
+    amino-acid log-probabilities are averaged over the windows holding it (the uniform window rule)."""
+    tiny_esm.max_residues = 10  # a model trained on 10-residue crops
     long_seq = "MKTAYIAKQRQISFVKSHFSRQLE"
     pos = np.array([2, 12, 21])
-    parts = [(long_seq[0:10], np.array([2])), (long_seq[10:20], np.array([2])), (long_seq[20:], np.array([1]))]
-    each = [np.log(model_ece(bm, [s], [m])) * len(m) for s, m in parts]
-    assert model_ece(bm, [long_seq], [pos]) == pytest.approx(np.exp(sum(each) / 3), rel=1e-5)
+    holding = {2: [(0, 10)], 12: [(5, 15), (10, 20)], 21: [(14, 24)]}
+    aa_ids = [TOK[a] for a in AA_TOKENS]
+    reads = {p: [] for p in pos.tolist()}
+    for start, end in [(0, 10), (5, 15), (10, 20), (14, 24)]:
+        inside = [p for p in pos.tolist() if start <= p < end]
+        toks = torch.tensor([[TOK["<cls>"], *(TOK[a] for a in long_seq[start:end]), TOK["<eos>"]]])
+        toks[0, [p - start + 1 for p in inside]] = TOK["<mask>"]
+        with torch.no_grad():
+            logits = tiny_esm.hf(input_ids=toks).logits[0]
+        for p in inside:
+            reads[p].append(torch.log_softmax(logits[p - start + 1], -1)[aa_ids].numpy())
+    assert {p: len(r) for p, r in reads.items()} == {p: len(h) for p, h in holding.items()}
+    nll = []
+    for p, rows in reads.items():
+        lp = np.mean(rows, axis=0)
+        nll.append(np.logaddexp.reduce(lp) - lp[AA_TOKENS.index(long_seq[p])])
+    got = model_ece(BenchModel("tiny", tiny_esm), [long_seq], [pos])
+    assert got == pytest.approx(np.exp(np.mean(nll)), rel=1e-5)
 
 
 def test_ngram_learns_a_periodic_sequence():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from protlens.bench._common import BenchModel
-from protlens.bench.mutation import (blosum62_scores, choose_window, load_assay, parse_mutant, score_variants,
+from protlens.bench.mutation import (blosum62_scores, scoring_windows, load_assay, parse_mutant, score_variants,
                                      spearman)
 from protlens.errors import InputError
 
@@ -68,27 +68,35 @@ def test_pseudo_likelihood_matches_reimplementation(tiny_esm):
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_long_protein_scored_in_a_window_around_the_mutation(tiny_esm):
+def test_long_protein_scored_in_every_tiling_window_that_holds_the_mutations(tiny_esm):
+    """Windows of 24 overlapping by 12 over 70 residues: (0,24) (12,36) (24,48) (36,60) (46,70); a
+    variant's score is the mean over the windows holding all its mutations (the uniform window rule)."""
     rng = np.random.default_rng(0)
     wt = "".join(rng.choice(list(AA), size=70))
     window = 24
-    muts = [f"{wt[60]}61A", f"{wt[3]}4C:{wt[5]}6D", f"{wt[35]}36W"]
+    muts = [f"{wt[60]}61A", f"{wt[3]}4C:{wt[5]}6D", f"{wt[35]}36W", f"{wt[22]}23W:{wt[25]}26C"]
+    expected = [[(46, 70)], [(0, 24)], [(12, 36), (24, 48)], [(12, 36)]]
     variants = [parse_mutant(m, wt) for m in muts]
     got = score_variants(BenchModel("tiny", tiny_esm), wt, variants, "masked-marginals", window=window)
-    for v, m, g in zip(variants, muts, got):
-        s, e = choose_window([p for p, _, _ in v], len(wt), window)
-        assert e - s == window and all(s <= p < e for p, _, _ in v)
-        shifted = ":".join(f"{part[0]}{int(part[1:-1]) - s}{part[-1]}" for part in m.split(":"))
-        assert g == pytest.approx(reference_masked_marginal(tiny_esm.hf, wt[s:e], shifted), abs=1e-4)
+    for m, spans, g in zip(muts, expected, got):
+        want = []
+        for s, e in spans:
+            shifted = ":".join(f"{part[0]}{int(part[1:-1]) - s}{part[-1]}" for part in m.split(":"))
+            want.append(reference_masked_marginal(tiny_esm.hf, wt[s:e], shifted))
+        assert g == pytest.approx(np.mean(want), abs=1e-4)
     # mutations further apart than the window cannot be scored together
     wide = parse_mutant(f"{wt[0]}1A:{wt[69]}70C", wt)
     assert np.isnan(score_variants(BenchModel("tiny", tiny_esm), wt, [wide], window=window)[0])
 
 
-def test_choose_window_short_and_centred():
-    assert choose_window([5], 50, 100) == (0, 50)
-    s, e = choose_window([500], 2000, 200)
-    assert e - s == 200 and s <= 500 < e and abs((s + e) / 2 - 500) <= 50
+def test_scoring_windows_short_tiled_and_centred_fallback():
+    assert scoring_windows([5], 50, 100) == [((0, 50), 1.0)]
+    # tiling of 40 over 100 residues: (0, 40) (20, 60) (40, 80) (60, 100)
+    assert scoring_windows([30], 100, 40) == [((0, 40), 0.5), ((20, 60), 0.5)]
+    assert scoring_windows([38, 41], 100, 40) == [((20, 60), 1.0)]
+    # 19..40 fill a window of 22 exactly, and no tiling window (starts 0, 11, 22, ...) holds them
+    assert scoring_windows([19, 40], 100, 22) == [((19, 41), 1.0)]
+    assert scoring_windows([10, 60], 100, 40) == []
 
 
 def test_blosum62_baseline_values():

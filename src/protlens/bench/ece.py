@@ -21,6 +21,7 @@ import pandas as pd
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import ESM_ALPHABET
+from ..pp._windows import scoring_spans, span_weights
 from ._common import BenchModel, Context, Row, sample_at_most, skipped
 
 TASK = "ece"
@@ -134,39 +135,37 @@ def ngram_ece(lm: NgramLM, seqs: list[str], masks: list[np.ndarray]) -> float:
     return float(np.exp(np.mean(nll)))
 
 
-def _within_reach(seqs: list[str], masks: list[np.ndarray], reach: int) -> tuple[list[str], list[np.ndarray]]:
-    """Split sequences longer than the model's reach into consecutive windows, masks with them.
+def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> float:
+    """ECE of a masked LM: each sequence (window) once, with all its chosen positions masked together.
 
     A model trained on shorter crops (protlens-small: 512 residues) declares that reach; scoring it
-    beyond would test position extrapolation, not the language model. Every model still scores the
-    very same masked residues.
+    beyond would test position extrapolation, not the language model. Longer sequences are read in
+    the tiling shared with mutation scoring (windows overlapping by half), and a position's
+    amino-acid log-probabilities are combined over the windows holding it under protlens' window
+    rule (``protlens.pp.WINDOW_RULE``), then renormalised. Every model still scores the very same
+    masked residues.
     """
-    out_s, out_m = [], []
-    for s, pos in zip(seqs, masks):
-        for start in range(0, len(s), reach):
-            inside = pos[(pos >= start) & (pos < start + reach)] - start
-            if len(inside):
-                out_s.append(s[start : start + reach])
-                out_m.append(inside)
-    return out_s, out_m
-
-
-def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> float:
-    """ECE of a masked LM: each sequence (window) once, with all its chosen positions masked together."""
-    seqs, masks = _within_reach(seqs, masks, model.model.max_residues)
+    reach = model.model.max_residues
     aa_ids = np.array(AA_TOKEN_IDS)
-    rows, where = [], []
-    for s, pos in zip(seqs, masks):
-        toks, _ = ESM_ALPHABET.batch([s])
-        toks = toks[0]
-        toks[pos + 1] = ESM_ALPHABET.mask_idx
-        rows.append(toks)
-        where.append(pos + 1)
+    rows, where, owners = [], [], []
+    for k, (s, pos) in enumerate(zip(seqs, masks)):
+        for start, end in scoring_spans(len(s), reach):
+            inside = pos[(pos >= start) & (pos < end)]
+            if len(inside):
+                toks = ESM_ALPHABET.batch([s[start:end]])[0][0]
+                toks[inside - start + 1] = ESM_ALPHABET.mask_idx
+                rows.append(toks)
+                where.append(inside - start + 1)
+                owners.append((k, (start, end), inside))
+    reads: dict[tuple[int, int], list[tuple[tuple[int, int], np.ndarray]]] = {}
+    for (k, span, inside), lp in zip(owners, model.log_probs(rows, where)):
+        for j, p in enumerate(inside):
+            reads.setdefault((k, int(p)), []).append((span, lp[j, aa_ids]))
     nll = []
-    for s, pos, lp in zip(seqs, masks, model.log_probs(rows, where)):
-        lp = lp[:, aa_ids]
-        lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
-        nll.extend(-lp[np.arange(len(pos)), encode(s)[pos]])
+    for (k, p), items in reads.items():
+        weights = dict(span_weights([span for span, _ in items], [p], len(seqs[k])))
+        lp = sum(weights[span] * row for span, row in items)
+        nll.append(np.logaddexp.reduce(lp) - lp[encode(seqs[k][p])[0]])
     return float(np.exp(np.mean(nll)))
 
 

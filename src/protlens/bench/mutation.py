@@ -8,8 +8,10 @@ Scores, higher = predicted fitter:
 * ``pseudo-likelihood``: PLL(mutant) - PLL(wild type), each PLL summing log p(x_i | x without i)
   over every position of the scored window (one forward per position and variant: slow).
 
-Proteins longer than the model's window are scored in a window around the mutations, taken from
-a fixed tiling of the protein (windows overlapping by half) so that variants share forward passes.
+Proteins longer than the model's window are scored in the windows of a fixed tiling of the protein
+(windows overlapping by half, so that variants share forward passes) that hold all of a variant's
+mutations, combined under protlens' one window rule (``protlens.pp.WINDOW_RULE``: the mean over
+those windows); a multi-mutant that no tiling window holds is scored in a window centred on it.
 A row whose stated wild-type residue disagrees with the wild-type sequence (or that cannot be
 parsed, or lies outside the protein) is reported in ``DIR/mutation_skipped.tsv`` and skipped.
 
@@ -31,7 +33,7 @@ from scipy.stats import spearmanr
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import ESM_ALPHABET
-from ..pp import window_spans
+from ..pp._windows import scoring_spans, span_weights
 from ._common import BenchModel, Context, Row, sample_at_most, skipped
 
 TASK = "mutation"
@@ -95,19 +97,19 @@ def load_assay(csv: Path, wt: str, name: str | None = None, mutant_col: str = "m
     return Assay(name or csv.stem, wt, variants, mutants, np.asarray(fitness), skipped_rows)
 
 
-def choose_window(positions: list[int], length: int, window: int) -> tuple[int, int] | None:
-    """The residue span [start, end) scored for these positions (None if they span more than ``window``)."""
+def scoring_windows(positions: list[int], length: int, window: int) -> list[tuple[tuple[int, int], float]]:
+    """The residue spans [start, end) these positions are scored in, with their weights (summing to
+    1); empty if they span more than ``window``."""
     if length <= window:
-        return 0, length
+        return [((0, length), 1.0)]
     lo, hi = min(positions), max(positions)
     if hi - lo + 1 > window:
-        return None
-    centre = (lo + hi) / 2
-    fitting = [s for s in window_spans(length, window, window // 2) if s[0] <= lo and hi < s[1]]
+        return []
+    fitting = span_weights(scoring_spans(length, window), positions, length)
     if fitting:
-        return min(fitting, key=lambda s: (abs((s[0] + s[1] - 1) / 2 - centre), s[0]))
-    start = int(min(max(round(centre - window / 2), 0), length - window))
-    return start, start + window
+        return fitting
+    start = min(max(lo - (window - (hi - lo + 1)) // 2, 0), length - window)  # centred on them
+    return [((start, start + window), 1.0)]
 
 
 def _tokens(seq: str) -> np.ndarray:
@@ -126,25 +128,24 @@ def score_variants(model: BenchModel, wt: str, variants: list[list[Mutation]],
     W = window or model.model.max_residues
     scores = np.full(len(variants), np.nan)
     if strategy == "wt-marginals":
-        # one unmasked pass per window; each position read from the window it is most central in
-        pos_win = {p: choose_window([p], len(wt), W) for v in variants for p, _, _ in v}
-        spans = sorted(set(pos_win.values()))
+        # one unmasked pass per window; each position read from its windows under the window rule
+        pos_win = {p: scoring_windows([p], len(wt), W) for v in variants for p, _, _ in v}
+        spans = sorted({sp for wins in pos_win.values() for sp, _ in wins})
         lps = dict(zip(spans, model.log_probs([_tokens(wt[s:e]) for s, e in spans],
                                               [np.arange(e - s + 2) for s, e in spans])))
         for i, v in enumerate(variants):
-            scores[i] = sum(lps[pos_win[p]][p - pos_win[p][0] + 1, _tok(m)]
-                            - lps[pos_win[p]][p - pos_win[p][0] + 1, _tok(w)] for p, w, m in v)
+            scores[i] = sum(w * (lps[(s, e)][p - s + 1, _tok(m)] - lps[(s, e)][p - s + 1, _tok(wt_aa)])
+                            for p, wt_aa, m in v for (s, e), w in pos_win[p])
         return scores
     if strategy == "masked-marginals":
         jobs: dict[tuple, int] = {}
         keys = []
         for v in variants:
             pos = tuple(p for p, _, _ in v)
-            span = choose_window(list(pos), len(wt), W)
-            key = None if span is None else (span, pos)
-            if key is not None:
-                jobs.setdefault(key, len(jobs))
-            keys.append(key)
+            wins = scoring_windows(list(pos), len(wt), W)
+            for span, _ in wins:
+                jobs.setdefault((span, pos), len(jobs))
+            keys.append([(jobs[(span, pos)], w) for span, w in wins])
         rows, where = [], []
         for (s, e), pos in jobs:
             t = _tokens(wt[s:e])
@@ -154,20 +155,20 @@ def score_variants(model: BenchModel, wt: str, variants: list[list[Mutation]],
             where.append(idx)
         lps = model.log_probs(rows, where)
         for i, (v, key) in enumerate(zip(variants, keys)):
-            if key is not None:
-                lp = lps[jobs[key]]
-                scores[i] = sum(lp[j, _tok(m)] - lp[j, _tok(w)] for j, (_, w, m) in enumerate(v))
+            if key:
+                scores[i] = sum(w * sum(lps[job][j, _tok(m)] - lps[job][j, _tok(wt_aa)]
+                                        for j, (_, wt_aa, m) in enumerate(v)) for job, w in key)
         return scores
     # pseudo-likelihood
     for i, v in enumerate(variants):
-        span = choose_window([p for p, _, _ in v], len(wt), W)
-        if span is None:
-            continue
-        s, e = span
         mut = list(wt)
         for p, _, m in v:
             mut[p] = m
-        scores[i] = pseudo_log_likelihood(model, "".join(mut)[s:e]) - pseudo_log_likelihood(model, wt[s:e])
+        mutant = "".join(mut)
+        wins = scoring_windows([p for p, _, _ in v], len(wt), W)
+        if wins:
+            scores[i] = sum(w * (pseudo_log_likelihood(model, mutant[s:e]) - pseudo_log_likelihood(model, wt[s:e]))
+                            for (s, e), w in wins)
     return scores
 
 

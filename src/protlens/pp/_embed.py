@@ -8,6 +8,7 @@ run would have, and its results are bit-identical.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -23,6 +24,7 @@ from .. import _keys as K
 from ..errors import InputError
 from ..io import atomic_path, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
+from ._windows import WINDOW_RULE, residue_weights, window_spans
 
 POOLINGS = ("mean", "bos")
 
@@ -54,17 +56,6 @@ class Plan:
     chunks: list[Chunk]
     batches: list[list[int]]  # indices into chunks
     windowed: list[int] = field(default_factory=list)
-
-
-def window_spans(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """Overlapping windows covering ``length`` residues, the last one flush with the end."""
-    if length <= window:
-        return [(0, length)]
-    if not 0 <= overlap < window:
-        raise InputError(f"window overlap {overlap} must be in [0, window={window})")
-    stride = window - overlap
-    starts = list(range(0, length - window, stride)) + [length - window]
-    return [(s, s + window) for s in starts]
 
 
 def plan_batches(lengths: Sequence[int], window: int | None, overlap: int, max_tokens: int,
@@ -128,6 +119,19 @@ def resolve_max_tokens(max_tokens: int | None, device: torch.device) -> int:
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for ``dtype`` on ``device``; fp16 on CPU is refused.
+
+    CPUs without fp16 units emulate it (no speed-up) and its 5-bit exponent overflows where bf16
+    does not: bf16 is the CPU reduced precision (error vs fp32 in benchmarks/results/precision.md).
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    if dtype == "fp16" and device.type == "cpu":
+        raise InputError("--dtype fp16 is not supported on CPU (no speed-up, overflow risk): use bf16 or fp32")
+    return DTYPES[dtype]
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -253,18 +257,17 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
     """
     if pooling not in POOLINGS:
         raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
-    if isinstance(model, (str, type(None))):
+    owned = isinstance(model, (str, type(None)))  # loaded here, so ours to cast
+    if owned:
         model = load_model(model or default_model_name())
     t0 = time.perf_counter()
     if isinstance(model, KmerEmbedder):
         if per_residue:
             raise InputError("the k-mer baseline has no per-residue embeddings")
         return EmbedResult(pooled={0: model.embed(list(seqs))}, seconds=time.perf_counter() - t0)
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
     max_tokens = resolve_max_tokens(max_tokens, dev)
-    torch_dtype = DTYPES[dtype]
     layer_ids = [model.resolve_layer(i) for i in layers]
     unique_layers = sorted(set(layer_ids))
     win = window or model.max_residues
@@ -274,8 +277,8 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
     store = _Progress(Path(resume_dir) if resume_dir else None, _fingerprint(model, seqs, settings))
 
     if model.device != dev or model.dtype != torch_dtype:
-        model.to(device=dev, dtype=torch_dtype)
-    model.eval()
+        # a model the caller passed is never cast: a bf16 round trip would round its fp32 weights
+        model = (model if owned else copy.deepcopy(model)).to(device=dev, dtype=torch_dtype)
     n_res = sum(c.end - c.start for c in plan.chunks)
     todo = [b for b in range(len(plan.batches)) if b not in store.done]
     windowed = set(plan.windowed)
@@ -298,15 +301,24 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
 
 
 def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_residue, dim) -> EmbedResult:
-    """Stitch chunk results into per-sequence outputs: windows are averaged where they overlap,
-    and the mean pooling of a windowed sequence is the mean of its stitched residue states."""
+    """Stitch chunk results into per-sequence outputs: where windows overlap, residue states are
+    combined under :data:`~protlens.pp._windows.WINDOW_RULE`, and the mean pooling of a windowed
+    sequence is the mean of its stitched residue states."""
     n = len(seqs)
     windowed = set(plan.windowed)
     stitch = set(range(n)) if per_residue else windowed
     pooled = {layer: np.zeros((n, dim), dtype=np.float32) for layer in unique_layers}
     n_chunks = np.zeros(n)
     residues = {layer: {i: np.zeros((len(seqs[i]), dim), dtype=np.float32) for i in stitch} for layer in unique_layers}
-    coverage = {i: np.zeros(len(seqs[i]), dtype=np.float32) for i in stitch}
+    coverage = {i: np.zeros(len(seqs[i]), dtype=bool) for i in stitch}
+    by_seq: dict[int, list[int]] = {}
+    for c, ch in enumerate(plan.chunks):
+        if ch.seq in stitch:
+            by_seq.setdefault(ch.seq, []).append(c)
+    weight = {}
+    for i, cs in by_seq.items():
+        spans = [(plan.chunks[c].start, plan.chunks[c].end) for c in cs]
+        weight.update(zip(cs, residue_weights(spans, len(seqs[i]))))
     for b, batch in enumerate(plan.batches):
         arrs = done[b]
         for j, c in enumerate(batch):
@@ -314,18 +326,17 @@ def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_res
             i = ch.seq
             n_chunks[i] += 1
             if i in stitch:
-                coverage[i][ch.start : ch.end] += 1
+                coverage[i][ch.start : ch.end] = True
             for layer in unique_layers:
                 if pooling == "bos":
                     pooled[layer][i] += arrs[f"bos{layer}"][j]
                 elif i not in windowed:
                     pooled[layer][i] += arrs[f"sum{layer}"][j] / (ch.end - ch.start)
                 if i in stitch:
-                    residues[layer][i][ch.start : ch.end] += arrs[f"res{layer}_{j}"]
+                    residues[layer][i][ch.start : ch.end] += weight[c][:, None] * arrs[f"res{layer}_{j}"]
     for layer in unique_layers:
         for i in stitch:
-            cov = coverage[i]
-            arr = residues[layer][i][cov > 0] / cov[cov > 0, None]  # truncation leaves a tail uncovered
+            arr = residues[layer][i][coverage[i]]  # truncation leaves a tail uncovered
             residues[layer][i] = arr
             if pooling == "mean" and i in windowed:
                 pooled[layer][i] = arr.mean(0)
@@ -397,7 +408,8 @@ def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.nd
         "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
         "layers": resolved, "pooling": pooling if neural else "kmer-profile",
         "window": (window or model.max_residues) if neural else 0,
-        "overlap": overlap if neural else 0, "truncate": truncate, "n_windowed": n_windowed,
+        "overlap": overlap if neural else 0, "window_rule": WINDOW_RULE if neural else "none",
+        "truncate": truncate, "n_windowed": n_windowed,
         "max_tokens": max_tokens, "device": device, "dtype": dtype,
         "seconds": round(seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
     }

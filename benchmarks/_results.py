@@ -1,0 +1,36 @@
+"""What every benchmark result file records: the machine, the load, and where results go."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """CPU model, ISA level torch uses, core count and the 1-minute load average (one line)."""
+    import torch
+
+    model = platform.processor() or "unknown CPU"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), model)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, "
+            f"torch threads {torch.get_num_threads()}, load average {load:.1f} at start")
+
+
+def write(name: str, markdown: str, summary: list[dict] | None = None) -> Path:
+    """``results/<name>.md`` (and ``<name>.summary.json`` for headline rows)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    path.write_text(markdown.rstrip() + "\n")
+    if summary is not None:
+        (RESULTS / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return path

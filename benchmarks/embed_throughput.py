@@ -1,12 +1,20 @@
 """Embedding throughput: protlens vs fair-esm's extraction loop vs plain and careful HF loops.
 
-Every method embeds the same FASTA with the same random-init ESM-2 weights (mean over residues of
+Every method embeds the same FASTA with the same random-init ESM-2 (or, with ``--layout esm1b``,
+ESM-1b: learned positions, embedding layer norm) weights (mean over residues of
 the last layer, sequences truncated to 1022 residues as fair-esm's extract.py does) in its own
 subprocess, so peak RSS is measured per method. protlens' windowed mode (no truncation) is
 reported on its own line. Outputs are checked against each other (max abs difference).
 
     python benchmarks/embed_throughput.py --arch 8M --arch 35M
     python benchmarks/embed_throughput.py --arch 35M --device cuda --dtype bf16 --hf-dtype bf16
+    python benchmarks/embed_throughput.py --layout esm1b --arch 8M --methods hf-careful,protlens --repeats 3 \
+        --out embed_esm1b
+    python benchmarks/embed_throughput.py --quick --layout esm1b   # 40 sequences, 8M, 3 alternating rounds
+
+``--repeats N`` runs the methods round-robin N times (each in a fresh subprocess) and reports the
+median time per method, so that a ratio of two methods measured on a loaded machine stays usable.
+``--out NAME`` also writes the tables to ``benchmarks/results/NAME.md``.
 
 On an accelerator fair-esm stays in fp32 (its script has no other mode), ``--dtype`` sets protlens'
 precision and ``--hf-dtype`` the HF loops'; peak accelerator memory and the model FLOP rate as a
@@ -40,8 +48,8 @@ def read_fasta(path: Path, limit: int | None) -> list[tuple[str, str]]:
     return recs[:limit] if limit else recs
 
 
-def make_models(arch: str, folder: Path) -> None:
-    """One random-init ESM-2: a fair-esm .pt and the same weights as an HF folder."""
+def make_models(arch: str, folder: Path, layout: str = "esm2") -> None:
+    """One random-init ESM-2 or ESM-1b: a fair-esm .pt and the same weights as an HF folder."""
     import argparse as ap
 
     import esm
@@ -51,11 +59,24 @@ def make_models(arch: str, folder: Path) -> None:
 
     layers, dim, heads = ARCHS[arch]
     torch.manual_seed(0)
-    model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads,
-                                alphabet=esm.data.Alphabet.from_architecture("ESM-1b"), token_dropout=True)
-    cfg = ap.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads, token_dropout=True)
-    torch.save({"model": {"encoder." + k: v for k, v in model.state_dict().items()}, "cfg": {"model": cfg}},
-               folder / "model.pt")
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    if layout == "esm1b":
+        args = ap.Namespace(arch="roberta_large", layers=layers, embed_dim=dim, ffn_embed_dim=4 * dim,
+                            attention_heads=heads, max_positions=1024, emb_layer_norm_before=True, token_dropout=True)
+        model = esm.model.esm1.ProteinBertModel(args, alphabet)
+        saved = ap.Namespace(arch="roberta_large", encoder_layers=layers, encoder_embed_dim=dim,
+                             encoder_ffn_embed_dim=4 * dim, encoder_attention_heads=heads, max_positions=1024,
+                             token_dropout=True)
+        state = {("encoder." if k.startswith("lm_head") else "encoder.sentence_encoder.") + k: v
+                 for k, v in model.state_dict().items() if not k.startswith("contact_head")}
+        torch.save({"model": state, "args": saved}, folder / "model.pt")
+    else:
+        model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads, alphabet=alphabet,
+                                    token_dropout=True)
+        cfg = ap.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                           token_dropout=True)
+        torch.save({"model": {"encoder." + k: v for k, v in model.state_dict().items()}, "cfg": {"model": cfg}},
+                   folder / "model.pt")
     load_model(folder / "model.pt").save_pretrained(folder / "hf")
 
 
@@ -94,14 +115,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_fairesm(folder: Path, recs, layers: int, device: str) -> np.ndarray:
+def run_fairesm(folder: Path, recs, layers: int, device: str, layout: str = "esm2") -> np.ndarray:
     """fair-esm's extract.py loop, driven through the package's own API."""
     import esm
     import torch
 
     with torch.serialization.safe_globals([argparse.Namespace]):
         data = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-    model, alphabet = esm.pretrained.load_model_and_alphabet_core("esm2_random", data)
+    # fair-esm picks its loader by name: esm2* reads ``cfg``, anything else the ESM-1b ``args``
+    model, alphabet = esm.pretrained.load_model_and_alphabet_core(f"{layout}_random", data)
     model.eval().to(device)
     dataset = esm.data.FastaBatchedDataset([r[0] for r in recs], [r[1] for r in recs])
     batches = dataset.get_batch_indices(4096, extra_toks_per_seq=1)
@@ -166,7 +188,7 @@ def child(args) -> None:
     layers = ARCHS[args.arch][0]
     t0 = time.perf_counter()
     if args.method == "fair-esm":
-        emb = run_fairesm(folder, recs, layers, args.device)
+        emb = run_fairesm(folder, recs, layers, args.device, args.layout)
     elif args.method.startswith("hf-"):
         emb = run_hf(folder, recs, careful=args.method == "hf-careful", device=args.device, dtype=args.hf_dtype)
     else:
@@ -192,8 +214,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fasta", default=str(DEFAULT_FASTA))
     p.add_argument("--arch", action="append", choices=list(ARCHS))
+    p.add_argument("--layout", default="esm2", choices=["esm2", "esm1b"],
+                   help="esm2 (rotary) or esm1b (learned positions + embedding layer norm, as ESM-1b/ESM-1v)")
     p.add_argument("--limit", type=int, default=None, help="first N sequences only")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--repeats", type=int, default=1, help="round-robin rounds; medians are reported")
+    p.add_argument("--quick", action="store_true", help="40 sequences, 8M, hf-careful vs protlens, 3 rounds")
+    p.add_argument("--out", help="also write the tables to benchmarks/results/OUT.md")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="protlens' precision")
     p.add_argument("--hf-dtype", default="fp32", choices=list(DTYPES), help="the HF loops' precision")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
@@ -203,50 +230,84 @@ def main() -> None:
     if args.method:
         args.arch = args.arch[0]
         return child(args)
+    if args.quick:
+        args.limit, args.arch, args.methods, args.repeats = 40, args.arch or ["8M"], "hf-careful,protlens", 3
     if not Path(args.fasta).exists():
         sys.exit(f"skipped: {args.fasta} not found")
+    import datetime
+
     import torch
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
-          f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
-          + f", protlens {args.dtype}, HF loops {args.hf_dtype}, fair-esm fp32")
+    from _results import machine, write
+
+    lines = [f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu count {os.cpu_count()}, "
+             f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+             + f", protlens {args.dtype}, HF loops {args.hf_dtype}, fair-esm fp32"]
+    print(lines[0])
+    summary = []
     for arch in args.arch or ["8M"]:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            make_models(arch, folder)
-            rows = {}
-            for method in args.methods.split(","):
-                cmd = [sys.executable, __file__, "--method", method, "--folder", tmp, "--fasta", args.fasta,
-                       "--arch", arch, "--dtype", args.dtype, "--hf-dtype", args.hf_dtype, "--device", args.device]
-                cmd += ["--limit", str(args.limit)] if args.limit else []
-                r = subprocess.run(cmd, capture_output=True, text=True)
-                if r.returncode != 0:
-                    print(r.stderr[-3000:])
-                    raise SystemExit(f"{method} failed")
-                rows[method] = json.loads(r.stdout.strip().splitlines()[-1])
-            ref = np.load(folder / "emb-fair-esm.npy") if "fair-esm" in rows else None
-            print(f"\n## ESM-2 {arch} architecture (random init), {args.limit or 'all'} sequences of {Path(args.fasta).name}")
+            make_models(arch, folder, args.layout)
+            runs: dict[str, list[dict]] = {}
+            for _ in range(args.repeats):
+                for method in args.methods.split(","):
+                    cmd = [sys.executable, __file__, "--method", method, "--folder", tmp, "--fasta", args.fasta,
+                           "--arch", arch, "--layout", args.layout, "--dtype", args.dtype, "--hf-dtype",
+                           args.hf_dtype, "--device", args.device]
+                    cmd += ["--limit", str(args.limit)] if args.limit else []
+                    r = subprocess.run(cmd, capture_output=True, text=True)
+                    if r.returncode != 0:
+                        print(r.stderr[-3000:])
+                        raise SystemExit(f"{method} failed")
+                    runs.setdefault(method, []).append(json.loads(r.stdout.strip().splitlines()[-1]))
+            rows = {m: {**rs[0], "seconds": float(np.median([x["seconds"] for x in rs])),
+                        "rss_mb": max(x["rss_mb"] for x in rs)} for m, rs in runs.items()}
+            ref_name = "fair-esm" if "fair-esm" in rows else next(iter(rows))
+            ref = np.load(folder / f"emb-{ref_name}.npy")
+            name = "ESM-1b layout" if args.layout == "esm1b" else "ESM-2"
+            table = [f"\n## {name} {arch} architecture (random init), {args.limit or 'all'} sequences of "
+                     f"{Path(args.fasta).name}" + (f", median of {args.repeats} alternating rounds" if args.repeats > 1
+                                                   else "")]
             gpu = args.device.startswith("cuda")
-            print("| method | residues/s | seconds | peak RSS (MB) |" + (" peak GPU (MB) |" if gpu else "")
-                  + " max abs diff vs fair-esm |")
-            print("|---|---|---|---|" + ("---|" if gpu else "") + "---|")
+            table.append("| method | residues/s | seconds | peak RSS (MB) |" + (" peak GPU (MB) |" if gpu else "")
+                         + f" max abs diff vs {ref_name} |")
+            table.append("|---|---|---|---|" + ("---|" if gpu else "") + "---|")
             for method, r in rows.items():
                 diff = ""
-                if ref is not None and method != "protlens-windowed":
+                if method != "protlens-windowed" and method != ref_name:
                     diff = f"{np.abs(np.load(folder / f'emb-{method}.npy') - ref).max():.1e}"
                 mem = f" {r['gpu_mb']:.0f} |" if gpu else ""
-                print(f"| {method} | {r['residues'] / r['seconds']:,.0f} | {r['seconds']:.1f} | {r['rss_mb']:.0f} |{mem}"
-                      f" {diff} |")
+                table.append(f"| {method} | {r['residues'] / r['seconds']:,.0f} | {r['seconds']:.1f} | "
+                             f"{r['rss_mb']:.0f} |{mem} {diff} |")
             if "protlens" in rows:
                 r = rows["protlens"]
                 rate = r["flops"] / r["seconds"]
-                print(f"protlens model FLOP rate {rate / 1e12:.3f} TFLOP/s = {rate / r['peak_flops']:.0%} of the "
-                      f"measured {args.dtype} matmul peak on {args.device} ({r['peak_flops'] / 1e12:.3f} TFLOP/s; "
-                      "timed from imports, so model loading counts against it)")
+                table.append(f"protlens model FLOP rate {rate / 1e12:.3f} TFLOP/s = {rate / r['peak_flops']:.0%} of the "
+                             f"measured {args.dtype} matmul peak on {args.device} ({r['peak_flops'] / 1e12:.3f} "
+                             "TFLOP/s; timed from imports, so model loading counts against it)")
                 speed = {m: r["residues"] / r["seconds"] for m, r in rows.items()}
                 for m in ("fair-esm", "hf-plain", "hf-careful"):
                     if m in speed:
-                        print(f"protlens / {m}: {speed['protlens'] / speed[m]:.2f}x")
+                        ratio = speed["protlens"] / speed[m]
+                        table.append(f"protlens / {m}: {ratio:.2f}x")
+                        if m == "hf-careful":
+                            mem_ok = rows["protlens"]["rss_mb"] <= rows[m]["rss_mb"]
+                            summary.append({"issue": "17" if args.layout == "esm1b" else "embed",
+                                            "target": f"{name} {arch}: protlens >= 1.2x the careful HF loop, "
+                                                      "peak RSS no higher",
+                                            "measured": f"{ratio:.2f}x, RSS {rows['protlens']['rss_mb']:.0f} vs "
+                                                        f"{rows[m]['rss_mb']:.0f} MB",
+                                            "met": "yes" if ratio >= 1.2 and mem_ok else "no"})
+            print("\n".join(table))
+            lines += table
+    if args.out:
+        cmd = "python benchmarks/embed_throughput.py " + " ".join(sys.argv[1:])
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        head = [f"## Embedding throughput ({args.layout} layout)", "",
+                f"Command: `{cmd}`; {when}; {machine()}. Measured on a shared machine under load from other jobs: "
+                "absolute rates are not representative; ratios of methods run alternately are.", ""]
+        write(args.out, "\n".join(head + lines), summary)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,19 @@ def forward(model, pieces: list[str]) -> tuple[list[np.ndarray], list[np.ndarray
             [lp[j, 1 : len(p) + 1] for j, p in enumerate(pieces)])
 
 
+def protein_args(doc: str) -> argparse.Namespace:
+    """The options of the protein-panel benchmarks (``--fasta``, ``--n``, ``--quick``), checked; one thread."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fasta", default=str(DEFAULT_FASTA))
+    p.add_argument("--n", type=int, default=40, help="proteins")
+    p.add_argument("--quick", action="store_true", help="8 proteins")
+    args = p.parse_args()
+    if not Path(args.fasta).exists():
+        sys.exit(f"skipped: {args.fasta} not found")
+    torch.set_num_threads(1)
+    return args
+
+
 def errors(model, seqs: list[str]) -> dict[tuple[int, int, str], dict[str, float]]:
     """Mean errors over ``seqs`` per (window, overlap, rule)."""
     from protlens.pp._windows import WINDOW_RULES, stitch, window_spans
@@ -77,14 +90,7 @@ def errors(model, seqs: list[str]) -> dict[tuple[int, int, str], dict[str, float
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fasta", default=str(DEFAULT_FASTA))
-    p.add_argument("--n", type=int, default=40, help="proteins")
-    p.add_argument("--quick", action="store_true", help="8 proteins")
-    args = p.parse_args()
-    if not Path(args.fasta).exists():
-        sys.exit(f"skipped: {args.fasta} not found")
-    torch.set_num_threads(1)
+    args = protein_args(__doc__)
     from protlens.bench.runner import random_init_model
     from protlens.models import load_model
     from protlens.pp._windows import WINDOW_RULE, WINDOW_RULES
@@ -119,11 +125,11 @@ def main() -> None:
                 wins[best] += 1
                 cells = [f"**{v:.4f}**" if r == best else f"{v:.4f}" for r, v in vals.items()]
                 lines.append(f"| {window} | {overlap} | {metric.replace('_', ' ')} | " + " | ".join(cells) + " |")
-            u, c = res[(window, overlap, "uniform")], res[(window, overlap, WINDOW_RULE)]
-            summary.append({"issue": "17", "target": f"{name}, window {window}/overlap {overlap}: {WINDOW_RULE} "
-                                                      "per-residue error below uniform",
-                            "measured": f"{c['per_residue']:.4f} vs uniform {u['per_residue']:.4f}",
-                            "met": "yes" if c["per_residue"] < u["per_residue"] else "no"})
+            errs = {r: res[(window, overlap, r)]["per_residue"] for r in WINDOW_RULES}
+            summary.append({"issue": "17", "target": f"{name}, window {window}/overlap {overlap}: protlens' rule "
+                                                      f"({WINDOW_RULE}) has the lowest per-residue error",
+                            "measured": ", ".join(f"{r} {v:.4f}" for r, v in errs.items()),
+                            "met": "yes" if min(errs, key=errs.get) == WINDOW_RULE else "no"})
         lines.append("")
     lines += [f"Best-rule count over all rows: {json.dumps(wins)}. protlens stitches with `{WINDOW_RULE}` "
               "(recorded as `uns['embed']['window_rule']`)."]

@@ -90,3 +90,9 @@ def test_weights_hash_ignores_only_output_free_parameters(tiny_esm):
     with torch.no_grad():
         tiny_esm.hf.lm_head.bias[3] += 1e-3
     assert tiny_esm.weights_hash != before
+
+
+def test_sharded_safetensors_folder_loads_every_shard(tmp_path, tiny_esm):
+    tiny_esm.hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    assert load_model(tmp_path / "sharded").weights_hash == tiny_esm.weights_hash

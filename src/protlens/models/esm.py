@@ -329,13 +329,14 @@ def _light_esm2(cfg: dict, state: dict[str, torch.Tensor], source: str = "checkp
             net.add_module("lm_head", lm_head)
     state = {k: v.float() for k, v in state.items()}
     tied = cfg.get("tie_word_embeddings", True)  # EsmConfig's default
-    if has_head and (tied or "lm_head.decoder.weight" not in state) and "esm.embeddings.word_embeddings.weight" in state:
-        state["lm_head.decoder.weight"] = state["esm.embeddings.word_embeddings.weight"]
+    word = state.get("esm.embeddings.word_embeddings.weight")
+    if has_head and word is not None and (tied or "lm_head.decoder.weight" not in state):
+        state["lm_head.decoder.weight"] = word
     want = set(net.state_dict())
     missing, unexpected = sorted(want - set(state)), sorted(set(state) - want)
     if missing or unexpected:
-        parts = [f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"] if missing else []
-        parts += [f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}"] if unexpected else []
+        parts = [f"{what} {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
         raise InputError(f"{source}: weights do not match the configured ESM layout ({'; '.join(parts)})")
     try:
         net.load_state_dict(state, strict=True, assign=True)
@@ -596,7 +597,8 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             files = [folder / single]
         elif (folder / index).exists():
             try:
-                files = [folder / f for f in sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))]
+                shards = json.loads((folder / index).read_text())["weight_map"].values()
+                files = [folder / f for f in sorted(set(shards))]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise InputError(f"{folder / index}: not a weight index ({type(e).__name__}: {e})") from None
         else:

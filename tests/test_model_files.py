@@ -96,3 +96,19 @@ def test_sharded_safetensors_folder_loads_every_shard(tmp_path, tiny_esm):
     tiny_esm.hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
     assert load_model(tmp_path / "sharded").weights_hash == tiny_esm.weights_hash
+
+
+def test_stored_rotary_frequencies_must_be_the_recomputed_ones(tiny_esm_dir):
+    """fp16-rounded frequencies (what an fp16 export stores) load; other frequencies are refused."""
+    from safetensors.torch import load_file, save_file
+
+    weights = tiny_esm_dir / "model.safetensors"
+    state = load_file(weights)
+    keys = [k for k in state if k.endswith("inv_freq")]
+    assert keys  # transformers saves the buffer
+    exact = 1.0 / (10000 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8))
+    save_file({**state, **{k: exact.half().float() for k in keys}}, weights)
+    load_model(tiny_esm_dir)
+    save_file({**state, **{k: (1.0 / (500 ** (torch.arange(0, 8, 2) / 8))).float() for k in keys}}, weights)
+    with pytest.raises(InputError, match="stored rotary frequencies .* are not those of rope_theta=10000"):
+        load_model(tiny_esm_dir)

@@ -118,7 +118,7 @@ def _fairesm_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[_FAIRESM_TOP[k]] = v
         elif k.startswith("contact_head."):
             out["esm." + k] = v
-        elif not k.endswith("rot_emb.inv_freq"):  # rotary frequencies are recomputed
+        else:  # rotary frequencies are checked, then recomputed (_check_rotary)
             out[k] = v
     return out
 
@@ -288,6 +288,22 @@ def _normalise_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _check_rotary(state: dict[str, torch.Tensor], cfg: dict, source: str) -> None:
+    """Stored rotary frequencies must be the ones protlens recomputes (``rope_theta``, head size) up
+    to fp16 rounding (files saved in fp16 store them rounded; training used the exact ones)."""
+    dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    theta = float(cfg.get("rope_theta") or 10000.0)
+    want = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    for k, v in state.items():
+        if k.endswith("inv_freq"):
+            if cfg.get("position_embedding_type", "absolute") != "rotary":
+                raise InputError(f"{source}: rotary frequencies {k} in a model configured without rotary positions")
+            rel = ((v.double() - want) / want).abs().max().item() if v.shape == want.shape else float("inf")
+            if rel > 2e-3:
+                raise InputError(f"{source}: stored rotary frequencies {k} are not those of rope_theta={theta:g} "
+                                 f"and head size {dim} (max relative difference {rel:.2g})")
+
+
 def _light_esm2(cfg: dict, state: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """An ESM-2 or ESM-1b/ESM-1v model's parameters in HF's module layout, loaded strictly,
     built without importing transformers.
@@ -302,6 +318,7 @@ def _light_esm2(cfg: dict, state: dict[str, torch.Tensor], source: str = "checkp
     D, L, H = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
     inter, eps = cfg.get("intermediate_size", 3072), cfg.get("layer_norm_eps", 1e-12)
     absolute = cfg.get("position_embedding_type", "absolute") == "absolute"
+    _check_rotary(state, cfg, source)
     state = _normalise_names(state)
     has_head = any(k.startswith("lm_head.") for k in state)
 

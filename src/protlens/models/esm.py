@@ -1,14 +1,15 @@
-"""ESM-2 from any source (HF hub name, local HF folder, fair-esm ``.pt``, safetensors) as one class.
+"""ESM-2, ESM-1b and ESM-1v from any source (HF hub name, local HF folder, fair-esm ``.pt``,
+safetensors) as one class, computed exactly or refused.
 
-Weights live in an HF ``EsmForMaskedLM`` (the format protlens trains and exports), or, for standard
-ESM-2 checkpoints loaded for inference (HF folders and cached hub snapshots with model.safetensors,
-fair-esm ``.pt``, lone safetensors), in a container with the same module names that does not import
-transformers (:func:`_light_esm2`; :attr:`EsmPLM.hf` converts on demand). Inference runs through
-:class:`EsmPLM.forward`, a lean re-implementation of the ESM-2 forward pass over those same
-parameters: fused QKV projection, rotary embedding as one complex product with tables cached per
-length, PyTorch SDPA attention, early exit after the deepest requested layer. Tests hold it to
-<= 1e-4 of fair-esm and HF outputs.
-"""
+Every file is read strictly into a container with HF ``EsmForMaskedLM``'s module names that does
+not import transformers (:func:`_light_esm2`; :attr:`EsmPLM.hf` converts on demand for training
+and export): a config protlens does not implement, or a missing or unexpected weight, stops with
+one line naming the file and the reason. Inference runs through :class:`EsmPLM.forward`, a lean
+re-implementation of the ESM forward pass over those parameters: fused QKV projection, rotary
+embedding as one complex product with tables cached per length (ESM-2) or learned absolute
+positions counted from ``pad_idx + 1`` with the optional embedding layer norm (ESM-1b/ESM-1v),
+PyTorch SDPA attention, early exit after the deepest requested layer. Tests hold it to <= 1e-4 of
+fair-esm and HF outputs, on random and on trained weights."""
 
 from __future__ import annotations
 

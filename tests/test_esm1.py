@@ -144,13 +144,21 @@ def test_ensemble_scores_are_the_members_mean(tmp_path):
         folders.append(str(tmp_path / f"m{seed}"))
     ens = load_model("ensemble:" + ",".join(folders))
     assert isinstance(ens, EsmEnsemble)
-    wt = rand_seqs([120])[0]  # longer than the members' reach: windows around the mutations
+    wt = rand_seqs([120])[0]  # longer than the members' reach: scored in windows
     variants = [[(5, wt[5], "W")], [(60, wt[60], "A"), (64, wt[64], "C")], [(119, wt[119], "K")]]
-    for strategy in ("masked-marginals", "wt-marginals"):
-        got = score_variants(BenchModel("ens", ens), wt, variants, strategy)
-        members = [score_variants(BenchModel(f, load_model(f)), wt, variants, strategy) for f in folders]
+    for strategy, seq, vs in (("masked-marginals", wt, variants), ("wt-marginals", wt, variants),
+                              ("pseudo-likelihood", wt[:12], [[(3, wt[3], "W")]])):
+        got = score_variants(BenchModel("ens", ens), seq, vs, strategy)
+        members = [score_variants(BenchModel(f, load_model(f)), seq, vs, strategy) for f in folders]
         np.testing.assert_allclose(got, np.mean(members, axis=0), atol=1e-5)
         assert np.ptp(np.array(members)[:, 0]) > 1e-3  # the members really differ
+    # readers that only see logits (ECE) get the members' mean log-probabilities
+    toks = torch.from_numpy(ESM_ALPHABET.batch([wt[:60]])[0])
+    with torch.no_grad():
+        direct = ens(toks, repr_layers=()).logits
+        want = torch.stack([torch.log_softmax(m(toks, repr_layers=(), return_logits=True).logits, -1)
+                            for m in ens.members]).mean(0)
+    assert (direct - want).abs().max() <= 1e-6
     with pytest.raises(InputError, match="ensemble for mutation scoring"):
         embed_sequences(ens, ["ACDE"], progress=False)
 

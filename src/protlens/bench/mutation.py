@@ -125,6 +125,10 @@ def score_variants(model: BenchModel, wt: str, variants: list[list[Mutation]],
     """Zero-shot score of each variant (NaN where its mutations span more than the window)."""
     if strategy not in STRATEGIES:
         raise InputError(f"unknown scoring '{strategy}' (choose from {', '.join(STRATEGIES)})")
+    members = getattr(model.model, "members", None)
+    if members is not None:  # an ensemble (ESM-1v): the mean of its members' scores
+        return np.mean([score_variants(BenchModel(model.name, m, model.max_tokens, model.device), wt, variants,
+                                       strategy, window) for m in members], axis=0)
     W = window or model.model.max_residues
     scores = np.full(len(variants), np.nan)
     if strategy == "wt-marginals":

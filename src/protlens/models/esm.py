@@ -717,12 +717,12 @@ def load_safetensors_file(path: Path) -> EsmPLM:
 
 
 class EsmEnsemble(nn.Module):
-    """Several masked LMs scored as one (ESM-1v's five members): logits are the members' mean
-    log-probabilities.
+    """Several masked LMs scored as one (ESM-1v's five members).
 
-    A masked-marginal or wild-type-marginal score is a difference of log-probabilities at one
-    position, so scoring with these logits gives exactly the mean of the members' scores (the
-    log-softmax the caller applies only adds a per-position constant). There is no shared
+    Mutation scoring averages the members' scores (``bench.mutation.score_variants`` reads
+    :attr:`members`). Other log-probability readers get logits equal to the members' mean
+    log-probabilities: after the caller's log-softmax, a difference of log-probabilities at one
+    position (masked or wild-type marginal) is exactly the members' mean. There is no shared
     embedding space: asking for hidden states is refused.
     """
 

@@ -218,3 +218,22 @@ def test_direct_hf_model_wrapping_is_the_same_model(tmp_path):
     toks, _ = tokens(rand_seqs([20]))
     with torch.no_grad():
         assert (a(toks, return_logits=True).logits - b(toks, return_logits=True).logits).abs().max() <= 1e-4
+
+
+def test_esm1b_checkpoint_loads_without_transformers(tmp_path):
+    """Embedding an ESM-1b/ESM-1v file must not pay transformers' import, as for ESM-2."""
+    import subprocess
+    import sys
+
+    fairesm_esm1b_pt(tmp_path / "esm1b.pt")
+    hf_esm1b_dir(tmp_path / "hf")
+    code = (
+        "import sys, torch\n"
+        "from protlens.models import load_model\n"
+        f"for src in ({str(tmp_path / 'esm1b.pt')!r}, {str(tmp_path / 'hf')!r}):\n"
+        "    with torch.no_grad():\n"
+        "        load_model(src)(torch.tensor([[0, 5, 6, 7, 2]]), return_logits=True)\n"
+        "print('transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from .errors import InputError
@@ -94,3 +94,9 @@ def _make_parents(folder: Path) -> list[Path]:
         except OSError as e:
             raise InputError(f"{f}: cannot create the output folder ({e.strerror})") from None
     return missing
+
+
+def job_lock(out: str | Path) -> AbstractContextManager:
+    """:func:`output_lock` for a possibly distributed job: only global rank 0 (``RANK`` as torchrun and
+    accelerate set it) takes the lock, since the other ranks of the same job share its output."""
+    return output_lock(out, parents=True) if int(os.environ.get("RANK", "0")) == 0 else nullcontext()

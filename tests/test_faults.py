@@ -305,7 +305,7 @@ def _bad_inputs(d: Path, model: Path) -> dict[str, list[str]]:
         "binary": bytes(range(256)) * 4,
         "gzip-plain-name.fasta": gzip.compress(b">a\nMKV\n"),
         "plain.fasta.gz": b">a\nMKV\n",
-        "truncated.fasta.gz": gzip.compress(b">a\nMKVLLW\n" * 500)[:200],
+        "truncated.fasta.gz": gzip.compress("".join(f">s{i}\nMKVLW\n" for i in range(300)).encode())[:200],
         "utf16.fasta": ">a\nMKV\n".encode("utf-16"),
         "latin1.fasta": ">caf\xe9\nMKV\n".encode("latin-1"),
         "h5ad-as.fasta": b"\x89HDF\r\n\x1a\n" + bytes(64),
@@ -367,3 +367,49 @@ def test_version(capsys):
 
     r = subprocess.run([sys.executable, "-m", "protlens", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == __version__
+
+
+def test_lock_refuses_a_second_holder_and_is_removed(tmp_path):
+    """flock is per open file: a second acquisition, even from this process, is refused with the pid."""
+    from protlens._lock import output_lock
+    from protlens.errors import InputError
+
+    out = tmp_path / "o.h5ad"
+    with output_lock(out) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(InputError, match=rf"o\.h5ad is being written by another protlens process \(pid {os.getpid()}\)"):
+            with output_lock(out):
+                pass
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "o.h5ad.lock").write_text("999999999\n")  # left by a killed run: the kernel lock is gone
+    with output_lock(out):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lock_creates_and_removes_missing_parents(tmp_path):
+    from protlens._lock import output_lock
+
+    with pytest.raises(RuntimeError):
+        with output_lock(tmp_path / "a" / "b" / "run", parents=True):
+            assert (tmp_path / "a" / "b").is_dir()
+            raise RuntimeError("the command failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preflight_paths(tmp_path):
+    from protlens._preflight import check_outputs
+    from protlens.errors import InputError
+
+    inp = tmp_path / "in.fa"
+    inp.write_text(">a\nMK\n")
+    os.link(inp, tmp_path / "hard.fa")
+    with pytest.raises(InputError, match="-o .*hard.fa is the input file"):
+        check_outputs({"-o": tmp_path / "hard.fa"}, inputs={"input": inp})
+    with pytest.raises(InputError, match="-o and --per-residue are the same path"):
+        check_outputs({"-o": tmp_path / "x", "--per-residue": tmp_path / "." / "x"})
+    with pytest.raises(InputError, match="is an existing file; give a folder path"):
+        check_outputs({"-o": inp}, folders={"-o"})
+    check_outputs({"-o": tmp_path / "new" / "deeper"}, folders={"-o"})
+    with pytest.raises(InputError, match="does not exist"):
+        check_outputs({"-o": tmp_path / "new" / "o.h5ad"})

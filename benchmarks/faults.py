@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gzip
 import json
 import os
 import platform
@@ -202,56 +201,14 @@ class Campaign:
         return dict(refused=refused, mixed=not (a.returncode == 0 and same_result(d, self.refs[0])))
 
 
-def bad_inputs(d: Path, model: Path) -> dict[str, list[str]]:
-    """One generated case per class of unreadable input or impossible option."""
-    ok = d / "ok.fasta"
-    ok.write_text(">a\nMKVLAAGW\n")
-    files = {
-        "binary": bytes(range(256)) * 4,
-        "gzip under a plain name": gzip.compress(b">a\nMKV\n"),
-        "plain text under .gz": b">a\nMKV\n",
-        "truncated .gz": gzip.compress("".join(f">s{i}\nMKVLW\n" for i in range(300)).encode())[:200],
-        "UTF-16": ">a\nMKV\n".encode("utf-16"),
-        "latin-1": ">caf\xe9\nMKV\n".encode("latin-1"),
-        ".h5ad as FASTA": b"\x89HDF\r\n\x1a\n" + bytes(64),
-        "empty CSV": b"",
-        "CSV row with empty id": b"id,sequence\na,MKV\n,MKW\n",
-        "nucleotide FASTA": b">g1\nATGGCGTACGATCGATCGATGCTAGCTAGCTAGGCTAACG\n",
-        "non-ASCII letter (ß)": ">a\nMKßV\n".encode(),
-    }
-    suffix = {"gzip under a plain name": ".fasta", "plain text under .gz": ".fasta.gz", "truncated .gz": ".fasta.gz",
-              "empty CSV": ".csv", "CSV row with empty id": ".csv"}
-    cases = {}
-    for i, (name, data) in enumerate(files.items()):
-        f = d / f"in{i}{suffix.get(name, '.fasta')}"
-        f.write_bytes(data)
-        cases[name] = [str(f), "-o", str(d / "o.h5ad"), "--model", "kmer"]
-    (d / "dir.fasta").mkdir()
-    base = [str(ok), "--model", str(model)]
-    cases.update({
-        "a directory": [str(d / "dir.fasta"), "-o", str(d / "o.h5ad"), "--model", "kmer"],
-        "-o equal to the input": [str(ok), "-o", str(ok), "--model", "kmer"],
-        "--per-residue equal to -o": [*base, "-o", str(d / "o.h5ad"), "--per-residue", str(d / "o.h5ad")],
-        "-o a directory": [*base, "-o", str(d / "dir.fasta")],
-        "-o in a missing folder": [*base, "-o", str(d / "missing" / "o.h5ad")],
-        "--layers ,": [*base, "-o", str(d / "o.h5ad"), "--layers", ","],
-        "--layers 99": [*base, "-o", str(d / "o.h5ad"), "--layers", "99"],
-        "--window 0": [*base, "-o", str(d / "o.h5ad"), "--window", "0"],
-        "--max-tokens 0": [*base, "-o", str(d / "o.h5ad"), "--max-tokens", "0"],
-        "--overlap >= --window": [*base, "-o", str(d / "o.h5ad"), "--window", "50", "--overlap", "50"],
-        "--device cuda (none here)": [*base, "-o", str(d / "o.h5ad"), "--device", "cuda"],
-    })
-    return cases
-
-
 def run_bad_inputs(work: Path, src: Path, model: Path) -> tuple[int, int, list[str]]:
     import torch
 
+    from protlens._faults import hostile_embed_cases
+
     d = work / "bad"
     d.mkdir()
-    cases = bad_inputs(d, model)
-    if torch.cuda.is_available():
-        cases.pop("--device cuda (none here)")
+    cases = hostile_embed_cases(d, model, torch.cuda.is_available())
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     failed = []
     for name, args in cases.items():

@@ -8,7 +8,6 @@ can assert what a resumed run recomputed.
 
 from __future__ import annotations
 
-import gzip
 import os
 import random
 import resource
@@ -297,58 +296,18 @@ def world_light(tmp_path_factory):
     return _save_model(tmp_path_factory.mktemp("light") / "model", 0)
 
 
-def _bad_inputs(d: Path, model: Path) -> dict[str, list[str]]:
-    """Generated files and option values, each of which must end in one clean line and exit 2."""
-    ok = d / "ok.fasta"
-    ok.write_text(">a\nMKVLAAGW\n")
-    files = {
-        "binary": bytes(range(256)) * 4,
-        "gzip-plain-name.fasta": gzip.compress(b">a\nMKV\n"),
-        "plain.fasta.gz": b">a\nMKV\n",
-        "truncated.fasta.gz": gzip.compress("".join(f">s{i}\nMKVLW\n" for i in range(300)).encode())[:200],
-        "utf16.fasta": ">a\nMKV\n".encode("utf-16"),
-        "latin1.fasta": ">caf\xe9\nMKV\n".encode("latin-1"),
-        "h5ad-as.fasta": b"\x89HDF\r\n\x1a\n" + bytes(64),
-        "empty.csv": b"",
-        "empty-id.csv": b"id,sequence\na,MKV\n,MKW\n",
-        "nucleotide.fasta": b">g1\nATGGCGTACGATCGATCGATGCTAGCTAGCTAGGCTAACG\n",
-        "eszett.fasta": ">a\nMKßV\n".encode(),
-    }
-    cases = {}
-    for name, data in files.items():
-        (d / name).write_bytes(data)
-        cases[name] = [str(d / name), "-o", str(d / "o.h5ad"), "--model", "kmer"]
-    (d / "folder.fasta").mkdir()
-    cases["directory"] = [str(d / "folder.fasta"), "-o", str(d / "o.h5ad"), "--model", "kmer"]
-    base = [str(ok), "--model", str(model)]
-    cases.update({
-        "out-is-input": [str(ok), "-o", str(ok), "--model", "kmer"],
-        "per-residue-is-out": [*base, "-o", str(d / "o.h5ad"), "--per-residue", str(d / "o.h5ad")],
-        "out-is-directory": [*base, "-o", str(d / "folder.fasta")],
-        "out-folder-missing": [*base, "-o", str(d / "missing" / "o.h5ad")],
-        "layers-empty": [*base, "-o", str(d / "o.h5ad"), "--layers", ","],
-        "layers-out-of-range": [*base, "-o", str(d / "o.h5ad"), "--layers", "99"],
-        "window-0": [*base, "-o", str(d / "o.h5ad"), "--window", "0"],
-        "max-tokens-0": [*base, "-o", str(d / "o.h5ad"), "--max-tokens", "0"],
-        "overlap-ge-window": [*base, "-o", str(d / "o.h5ad"), "--window", "50", "--overlap", "50"],
-        "unknown-device": [*base, "-o", str(d / "o.h5ad"), "--device", "tpu"],
-    })
-    import torch
-
-    if not torch.cuda.is_available():
-        cases["cuda-on-cpu"] = [*base, "-o", str(d / "o.h5ad"), "--device", "cuda"]
-    return cases
-
-
 def _tree(d: Path) -> set[str]:
     return {str(p.relative_to(d)) for p in d.rglob("*")}
 
 
 def test_bad_input_table_one_line_exit_2_nothing_left(world_light, tmp_path, capsys, monkeypatch):
     """Every class of unreadable input or impossible option: exit 2, one line, no traceback, no new file."""
+    import torch
+
+    from protlens._faults import hostile_embed_cases
     from protlens.cli import main
 
-    cases = _bad_inputs(tmp_path, world_light)
+    cases = hostile_embed_cases(tmp_path, world_light, torch.cuda.is_available())
     for name, args in cases.items():
         before = _tree(tmp_path)
         monkeypatch.setattr(sys, "argv", ["protlens", "embed", *args, "--no-progress"])

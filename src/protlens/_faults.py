@@ -13,8 +13,10 @@ test can count what a resumed run recomputed.
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
+from pathlib import Path
 
 _FAULT, _, _NTH = os.environ.get("PROTLENS_FAULT", "").partition(":")
 _BATCH_LOG = os.environ.get("PROTLENS_BATCH_LOG")
@@ -35,3 +37,47 @@ def log_batch(index: int) -> None:
     if _BATCH_LOG:
         with open(_BATCH_LOG, "a") as fh:
             fh.write(f"{index}\n")
+
+
+def hostile_embed_cases(folder: Path, model: Path, cuda: bool) -> dict[str, list[str]]:
+    """``protlens embed`` argument lists, one per class of unreadable input or impossible option, each
+    of which must end in one line and exit 2 leaving nothing behind; input files are made in ``folder``.
+    ``cuda``: whether this machine has a CUDA device (then '--device cuda' is no error and is left out)."""
+    ok = folder / "ok.fasta"
+    ok.write_text(">a\nMKVLAAGW\n")
+    out = str(folder / "o.h5ad")
+    files = {
+        ("binary", ".fasta"): bytes(range(256)) * 4,
+        ("gzip under a plain name", ".fasta"): gzip.compress(b">a\nMKV\n"),
+        ("plain text under .gz", ".fasta.gz"): b">a\nMKV\n",
+        ("truncated .gz", ".fasta.gz"): gzip.compress("".join(f">s{i}\nMKVLW\n" for i in range(300)).encode())[:200],
+        ("UTF-16", ".fasta"): ">a\nMKV\n".encode("utf-16"),
+        ("latin-1", ".fasta"): ">caf\xe9\nMKV\n".encode("latin-1"),
+        (".h5ad as FASTA", ".fasta"): b"\x89HDF\r\n\x1a\n" + bytes(64),
+        ("empty CSV", ".csv"): b"",
+        ("CSV row with empty id", ".csv"): b"id,sequence\na,MKV\n,MKW\n",
+        ("nucleotide FASTA", ".fasta"): b">g1\nATGGCGTACGATCGATCGATGCTAGCTAGCTAGGCTAACG\n",
+        ("non-ASCII letter", ".fasta"): ">a\nMK\u00dfV\n".encode(),
+    }
+    cases = {}
+    for i, ((name, suffix), data) in enumerate(files.items()):
+        path = folder / f"in{i}{suffix}"
+        path.write_bytes(data)
+        cases[name] = [str(path), "-o", out, "--model", "kmer"]
+    (folder / "dir.fasta").mkdir()
+    base = [str(ok), "--model", str(model), "-o"]
+    cases.update({
+        "a directory": [str(folder / "dir.fasta"), "-o", out, "--model", "kmer"],
+        "-o equal to the input": [str(ok), "-o", str(ok), "--model", "kmer"],
+        "--per-residue equal to -o": [*base, out, "--per-residue", out],
+        "-o a directory": [*base, str(folder / "dir.fasta")],
+        "-o in a missing folder": [*base, str(folder / "missing" / "o.h5ad")],
+        "--layers ,": [*base, out, "--layers", ","],
+        "--layers 99": [*base, out, "--layers", "99"],
+        "--window 0": [*base, out, "--window", "0"],
+        "--max-tokens 0": [*base, out, "--max-tokens", "0"],
+        "--overlap >= --window": [*base, out, "--window", "50", "--overlap", "50"],
+    })
+    if not cuda:
+        cases["--device cuda without a GPU"] = [*base, out, "--device", "cuda"]
+    return cases

@@ -24,8 +24,8 @@ from .errors import InputError
 
 
 def lock_path(out: str | Path) -> Path:
-    """``OUT.lock`` beside the output file or folder."""
-    out = Path(out)
+    """``OUT.lock`` beside the output file or folder (``-o .`` locks ``../<folder>.lock``)."""
+    out = Path(os.path.abspath(out))
     return out.with_name(out.name + ".lock")
 
 

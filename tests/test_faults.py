@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -256,28 +255,41 @@ def test_tampered_part_is_named_and_recomputed(world, checkpointed, kind, proble
     _assert_same(d, world["refs"][0])
 
 
-def _limit_file_size(limit: int):
-    def setup():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return setup
+def test_full_disk_is_one_line_and_keeps_progress(tiny_esm_dir, tmp_path, capsys, monkeypatch):
+    """Not enough space for the per-residue file: one line naming it, exit 2, nothing written, and the
+    rerun (space freed) computes no batch again. In-process: the free space is what is faked."""
+    import collections
+    import shutil as sh
 
+    from protlens.cli import main
+    from protlens.pp import _embed as engine
 
-@pytest.mark.slow
-def test_write_failure_is_one_line_and_keeps_progress(world):
-    """A write that fails (file size limit: EFBIG, like a full disk) names the path; the rerun recomputes nothing."""
-    d = _fresh(world, "disk-full")
-    r = _embed(d, world["models"][0], log=d / "run1.log", preexec_fn=_limit_file_size(1 << 20))
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("protlens: error: out.res.h5: cannot write (")
-    assert lines[0].endswith("; finished batches are kept in out.h5ad.parts: rerun the same command")
-    assert not (d / "out.h5ad").exists() and not (d / "out.res.h5").exists()
-    r2 = _embed(d, world["models"][0], log=d / "run2.log")
-    assert r2.returncode == 0, r2.stderr
-    assert _batches(d / "run2.log") == []
-    _assert_same(d, world["refs"][0])
-    assert _leftovers(d) == []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.fasta").write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(_seqs(40))))
+    args = ["protlens", "embed", "in.fasta", "-o", "out.h5ad", "--model", str(tiny_esm_dir), *COMMON,
+            "--per-residue", "out.res.h5"]
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: collections.namedtuple("U", "total used free")(usage.total, usage.used, 1000))
+    computed = []
+    run_batch = engine._run_batch
+    monkeypatch.setattr(engine, "_run_batch", lambda *a, **k: computed.append(1) or run_batch(*a, **k))
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(lines) == 1
+    assert lines[0].startswith("protlens: error: out.res.h5: cannot write (needs about ")
+    assert lines[0].endswith(" MB, 0 MB free); finished batches are kept in out.h5ad.parts: rerun the same command")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fasta", "out.h5ad.parts", "tiny_esm_hf"]
+    n_first = len(computed)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(engine, "_run_batch", lambda *a, **k: computed.append(1) or run_batch(*a, **k))
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 0 and len(computed) == n_first and n_first > 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fasta", "out.h5ad", "out.res.h5", "tiny_esm_hf"]
 
 
 def test_stray_temp_files_are_removed(world_light, tmp_path):

@@ -354,6 +354,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def check_free_space(path: str | Path, nbytes: int) -> None:
+    """Refuse to start an HDF5 write that cannot fit: HDF5 reports a full disk late (at close, or by
+    crashing the process) instead of raising, so this one-line error comes first. ``nbytes`` is the
+    data size; 10% plus 1 MB are added for the format's overhead."""
+    path = Path(path)
+    import shutil
+
+    need = int(nbytes * 1.1) + (1 << 20)
+    free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    if free < need:
+        raise WriteError(f"{path}: cannot write (needs about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB free)")
+
+
 def remove_stray_temps(path: str | Path) -> list[Path]:
     """Delete temp files that killed :func:`atomic_path` writes of ``path`` left behind.
 
@@ -390,6 +403,8 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
         row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise InputError(f"{path}: not written: X of record '{adata.obs_names[row]}' holds NaN or inf")
     adata.uns = _sanitize_uns(dict(adata.uns))
+    check_free_space(path, sum(getattr(a, "nbytes", 0) for a in [x, *adata.obsm.values(), *adata.layers.values()])
+                     + adata.obs.memory_usage(deep=True).sum())
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
         _faults.point("h5ad")

@@ -25,7 +25,7 @@ from .. import _faults
 from .. import _keys as K
 from .._preflight import check_device, check_range
 from ..errors import InputError
-from ..io import atomic_path, fsync_dir, write_residues
+from ..io import atomic_path, check_free_space, fsync_dir, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
 
 POOLINGS = ("mean", "bos")
@@ -524,6 +524,7 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
                            device=str(resolve_device(device)) if neural else "cpu", dtype=dtype, seconds=res.seconds)
     if res.per_residue is not None:
         path = Path(per_residue_file)
+        check_free_space(path, sum(a.nbytes for arrays in res.per_residue.values() for a in arrays))
         with atomic_path(path) as tmp:
             for layer, arrays in res.per_residue.items():
                 write_residues(tmp, dict(zip(adata.obs_names, arrays)), group=f"layer{layer}")

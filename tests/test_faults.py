@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -265,6 +266,7 @@ def test_full_disk_is_one_line_and_keeps_progress(tiny_esm_dir, tmp_path, capsys
     from protlens.pp import _embed as engine
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() sets protlens' format
     (tmp_path / "in.fasta").write_text("".join(f">s{i}\n{s}\n" for i, s in enumerate(_seqs(40))))
     args = ["protlens", "embed", "in.fasta", "-o", "out.h5ad", "--model", str(tiny_esm_dir), *COMMON,
             "--per-residue", "out.res.h5"]
@@ -284,6 +286,7 @@ def test_full_disk_is_one_line_and_keeps_progress(tiny_esm_dir, tmp_path, capsys
     n_first = len(computed)
     monkeypatch.undo()
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
     monkeypatch.setattr(engine, "_run_batch", lambda *a, **k: computed.append(1) or run_batch(*a, **k))
     monkeypatch.setattr(sys, "argv", args)
     with pytest.raises(SystemExit) as exc:
@@ -320,6 +323,7 @@ def test_bad_input_table_one_line_exit_2_nothing_left(world_light, tmp_path, cap
     from protlens.cli import main
 
     cases = hostile_embed_cases(tmp_path, world_light, torch.cuda.is_available())
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main() sets protlens' format
     for name, args in cases.items():
         before = _tree(tmp_path)
         monkeypatch.setattr(sys, "argv", ["protlens", "embed", *args, "--no-progress"])

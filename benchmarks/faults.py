@@ -265,6 +265,7 @@ def main() -> None:
     p.add_argument("--baseline", default="775de65", help="commit to compare the cost against (before issue 16)")
     p.add_argument("--kill-seqs", type=int, default=160, help="kinases in the kill/tamper/concurrency input")
     p.add_argument("--seed", type=int, default=16)
+    p.add_argument("--cost-reps", type=int, default=None, help="alternating pairs for the cost (default 3 quick, 5)")
     args = p.parse_args()
     rng = random.Random(args.seed)
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -313,7 +314,7 @@ def main() -> None:
         base = work / "baseline"
         base.mkdir()
         subprocess.run(f"git -C {ROOT} archive {args.baseline} src | tar -x -C {base}", shell=True, check=True)
-        costs = cost(work, src, base / "src", models[0], 2 if args.quick else 5)
+        costs = cost(work, src, base / "src", models[0], args.cost_reps or (3 if args.quick else 5))
 
     final = [k for k in kills if k["phase"].split(":")[0] in FINAL_WRITE]
     survived = sum(k["ok"] for k in kills)
@@ -326,6 +327,12 @@ def main() -> None:
     emb = {k: float(np.median(v)) for k, v in costs["embed"].items()}
     slow_wall = wall["checks"] / wall["baseline"] - 1
     slow_emb = emb["checks"] / emb["baseline"] - 1
+    pairs = [a / b - 1 for a, b in zip(costs["wall"]["checks"], costs["wall"]["baseline"])]
+    quiet = load[0] <= (os.cpu_count() or 1)
+    if not quiet and not (all(x < 0.03 for x in pairs) or all(x >= 0.03 for x in pairs)):
+        cost_met = "unclear (pairs disagree under load)"
+    else:
+        cost_met = "yes" if slow_wall < 0.03 else "no"
     rows = [
         ("kills survived (identical output, nothing left behind)", "50/50, >= 10 in the final write",
          f"{survived}/{len(kills)} ({sum(k['ok'] for k in final)}/{len(final)} in the final write)",
@@ -341,11 +348,13 @@ def main() -> None:
         ("bad-input classes: one line, exit 2, nothing left", "100%",
          f"{bad_ok}/{bad_n}" + (f" (failed: {', '.join(bad_failed)})" if bad_failed else ""), bad_ok == bad_n),
         ("cost of the checks, 538 kinases, tiny model (process wall time)", "< 3% slower",
-         f"{slow_wall:+.1%} (median {wall['checks']:.2f} s vs {wall['baseline']:.2f} s; embedding alone "
-         f"{slow_emb:+.1%})", slow_wall < 0.03),
+         f"{slow_wall:+.1%} (median {wall['checks']:.2f} s vs {wall['baseline']:.2f} s; alternating pairs "
+         f"{', '.join(f'{x:+.0%}' for x in pairs)}; embedding alone {slow_emb:+.1%}; load average {load[0]:.1f} "
+         f"on {os.cpu_count()} cores)", cost_met),
     ]
+    met = [("yes" if ok else "no") if isinstance(ok, bool) else ok for *_, ok in rows]
     table = "| check | target | measured | met |\n|---|---|---|---|\n" + "\n".join(
-        f"| {a} | {b} | {m} | {'yes' if ok else 'no'} |" for a, b, m, ok in rows)
+        f"| {a} | {b} | {m} | {v} |" for (a, b, m, _), v in zip(rows, met))
     print(table)
     cmd = "python benchmarks/faults.py" + (" --quick" if args.quick else "")
     md = f"""## Faults: kills, tampered progress, concurrent writers, hostile input (issue 16)
@@ -365,8 +374,7 @@ kinases with default settings, this tree vs commit `{args.baseline}` (before iss
 """
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "faults.md").write_text(md)
-    summary = [{"issue": "16", "target": f"{b}: {a}", "measured": m, "met": "yes" if ok else "no"}
-               for a, b, m, ok in rows]
+    summary = [{"issue": "16", "target": f"{b}: {a}", "measured": m, "met": v} for (a, b, m, _), v in zip(rows, met)]
     (RESULTS / "faults.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"wrote {RESULTS / 'faults.md'}")
 

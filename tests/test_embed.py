@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,3 +195,57 @@ def test_killed_run_resumes_to_identical_result(tiny_esm_dir, tmp_path):
     rb = read_residues(tmp_path / "ref_res.h5", ["s0", "s299"], group="layer2")
     for x, y in zip(ra, rb):
         np.testing.assert_array_equal(x, y)
+
+
+def test_options_checked_before_the_model_is_loaded():
+    """A string model name that does not exist is never reached: the option error comes first."""
+    for kw, msg in [(dict(layers=[]), "give at least one layer"), (dict(window=0), "--window 0: must be >= 1"),
+                    (dict(max_tokens=0), "--max-tokens 0: must be >= 8"),
+                    (dict(window=50, overlap=50), "--overlap 50: must be >= 0 and <= 49"),
+                    (dict(checkpoint_every=-1), "--checkpoint-every -1"),
+                    (dict(device="tpu"), "unknown device 'tpu'")]:
+        with pytest.raises(InputError, match=re.escape(msg)):
+            embed_sequences("no/such/model", ["MK"], progress=False, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_device_is_refused():
+    with pytest.raises(InputError, match="no CUDA device on this machine"):
+        _embed.resolve_device("cuda")
+
+
+def test_library_resume_dir_removed_unless_kept(tiny_esm, tmp_path):
+    """Library callers get the old behaviour (progress gone with the result); the CLI keeps it until its
+    files are durable, and a rerun then computes nothing."""
+    seqs = rand_seqs([30, 60, 90, 120], seed=5)
+    ref = embed_sequences(tiny_esm, seqs, max_tokens=100, progress=False)
+    embed_sequences(tiny_esm, seqs, max_tokens=100, resume_dir=tmp_path / "p", checkpoint_every=0, progress=False)
+    assert not (tmp_path / "p").exists()
+    kept = embed_sequences(tiny_esm, seqs, max_tokens=100, resume_dir=tmp_path / "k", checkpoint_every=0,
+                           progress=False, keep_progress=True)
+    n_parts = len(list((tmp_path / "k").glob("part-*.npz")))
+    assert n_parts == len(plan_batches([len(s) for s in seqs], 1022, 256, 100).batches)
+    calls = []
+    original = _embed._run_batch
+    try:
+        _embed._run_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
+        again = embed_sequences(tiny_esm, seqs, max_tokens=100, resume_dir=tmp_path / "k", progress=False)
+    finally:
+        _embed._run_batch = original
+    assert calls == [] and not (tmp_path / "k").exists()
+    for r in (kept, again):
+        np.testing.assert_array_equal(r.pooled[2], ref.pooled[2])
+
+
+def test_non_finite_model_output_stops_the_run(tiny_esm, monkeypatch):
+    seqs = rand_seqs([30, 40], seed=6)
+    original = _embed._run_batch
+
+    def broken(*args, **kw):
+        out = original(*args, **kw)
+        out["sum2"][-1, 0] = np.inf
+        return out
+
+    monkeypatch.setattr(_embed, "_run_batch", broken)
+    with pytest.raises(InputError, match=r"NaN or inf for input record #1 \(try --dtype fp32\)"):
+        embed_sequences(tiny_esm, seqs, dtype="bf16", progress=False)

@@ -17,15 +17,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Protein language model embeddings you can cluster, evaluate, explain and train.")
 
 
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    """Protein language model embeddings you can cluster, evaluate, explain and train."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from . import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Protein language model embeddings you can cluster, evaluate, explain and train."""
 
 
 #: Modules whose ``register(app)`` adds subcommands (one line per area).

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import io as _io
 import os
+import re
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ if TYPE_CHECKING:  # anndata and pandas cost ~90 MB and ~0.7 s to import: embedd
     import anndata as ad
     import pandas as pd
 
+from . import _faults
 from . import _keys as K
 from .errors import InputError
 
@@ -27,13 +30,71 @@ STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
 #: The 20 standard residues plus the IUPAC ambiguity/rare codes every ESM-2 vocabulary knows.
 ALLOWED = frozenset(STANDARD_AA + "XBZUO")
 GAPS = frozenset("-.")
+_ASCII_SPACE = re.compile(r"[ \t\r\n\v\f]+")
+#: Letters of nucleotide sequences (DNA/RNA, N = any base).
+NUCLEOTIDES = frozenset("ACGTUN")
+
+
+#: First bytes of files people pass by mistake, and what to tell them.
+_MAGIC = [
+    (b"\x89HDF\r\n\x1a\n", "is an HDF5 file (.h5ad/.h5), not FASTA/CSV/TSV"),
+    (b"PK\x03\x04", "is a zip archive: unpack it first"),
+    (b"BZh", "is bzip2-compressed: decompress it first"),
+    (b"\xfd7zXZ\x00", "is xz-compressed: decompress it first"),
+    (b"\x28\xb5\x2f\xfd", "is zstd-compressed: decompress it first"),
+    (b"\xff\xfe", "is UTF-16 text: save it as UTF-8 or ASCII"),
+    (b"\xfe\xff", "is UTF-16 text: save it as UTF-8 or ASCII"),
+]
+
+
+def _sniff(path: Path, head: bytes) -> None:
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            raise InputError(f"{path}: {what}")
+    if head.startswith(b"\x1f\x8b"):
+        raise InputError(f"{path}: is gzip-compressed but not named .gz (rename it to {path.name}.gz)")
 
 
 def _open_text(path: Path) -> _io.TextIOBase:
-    """Open plain or gzip text; universal newlines make CRLF files read like LF ones."""
-    if path.suffix == ".gz":
-        return _io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline=None)
-    return open(path, encoding="utf-8", newline=None)
+    """Open plain or gzip UTF-8 text (a BOM is skipped; universal newlines make CRLF read like LF).
+
+    Files that are not text (HDF5, archives, gzip under a plain name, plain text under .gz, UTF-16)
+    are refused here in one line; decoding errors later are turned into one line by :func:`_reading`.
+    """
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
+    try:
+        raw = open(path, "rb")
+    except OSError as e:
+        raise InputError(f"{path}: cannot open ({e.strerror})") from None
+    try:
+        head = raw.peek(8)[:8]
+        if path.suffix.lower() == ".gz":
+            if not head.startswith(b"\x1f\x8b"):
+                raise InputError(f"{path}: is named .gz but is not gzip-compressed (rename it without .gz)")
+            raw = gzip.GzipFile(fileobj=raw, mode="rb")
+            with _reading(path):
+                head = raw.peek(8)[:8]
+        _sniff(path, head)
+    except BaseException:
+        raw.close()
+        raise
+    return _io.TextIOWrapper(raw, encoding="utf-8-sig", newline=None)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn what a damaged, truncated or non-UTF-8 file raises while being read into one InputError."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start:e.start + 1].hex()
+        raise InputError(f"{path}: is not UTF-8 text (byte 0x{bad}; latin-1 or binary?): save it as UTF-8 "
+                         "or ASCII") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(f"{path}: truncated or damaged gzip file ({e})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _base_suffix(path: Path) -> str:
@@ -48,8 +109,10 @@ def iter_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
     path = Path(path)
     header: str | None = None
     chunks: list[str] = []
-    with _open_text(path) as fh:
+    with _open_text(path) as fh, _reading(path):
         for lineno, line in enumerate(fh, 1):
+            if "\x00" in line:
+                raise InputError(f"{path}:{lineno}: NUL byte: a binary file, not FASTA")
             line = line.strip()
             if not line or line.startswith(";"):
                 continue
@@ -69,8 +132,16 @@ def iter_fasta(path: str | Path) -> Iterator[tuple[str, str]]:
 
 
 def clean_sequence(record_id: str, seq: str, strip_gaps: bool = False) -> str:
-    """Upper-case, drop one terminal '*', optionally strip gaps, and reject anything else."""
-    seq = "".join(seq.split()).upper()
+    """Upper-case, drop one terminal '*', optionally strip gaps, and reject anything else.
+
+    Non-ASCII letters are rejected before upper-casing ('ß'.upper() is 'SS').
+    """
+    seq = _ASCII_SPACE.sub("", seq)
+    if not seq.isascii():
+        pos, c = next((p, ch) for p, ch in enumerate(seq, 1) if not ch.isascii())
+        raise InputError(f"record '{record_id}': invalid character {c!r} at position {pos} "
+                         "(allowed: 20 standard amino acids and X B Z U O)")
+    seq = seq.upper()
     if seq.endswith("*"):
         seq = seq[:-1]
     if strip_gaps:
@@ -85,7 +156,7 @@ def clean_sequence(record_id: str, seq: str, strip_gaps: bool = False) -> str:
                     "(pass --strip-gaps to remove gaps)"
                 )
             raise InputError(
-                f"record '{record_id}': invalid character '{c}' at position {pos} "
+                f"record '{record_id}': invalid character {c!r} at position {pos} "
                 "(allowed: 20 standard amino acids and X B Z U O)"
             )
     return seq
@@ -102,10 +173,17 @@ def _read_table(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     sep = "\t" if _base_suffix(path) in {".tsv", ".tab"} else ","
-    try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot parse as a table: {str(e).splitlines()[0]}") from None
+    with _open_text(path) as fh, _reading(path):
+        try:
+            df = pd.read_csv(fh, sep=sep, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{path}: empty table (no header line)") from None
+        except UnicodeDecodeError:
+            raise
+        except ValueError as e:  # pandas' ParserError and friends
+            raise InputError(f"{path}: cannot parse as a table: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    df.columns = [str(c) for c in df.columns]
+    return df.fillna("")  # short rows
 
 
 def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Iterable[str], what: str, path: Path) -> str:
@@ -128,8 +206,12 @@ def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input",
 
     if not ids:
         raise InputError(f"{source}: no sequences found")
+    for n, i in enumerate(ids, 1):
+        if not i.strip():
+            raise InputError(f"{source}: record {n} has an empty id")
     _check_unique(ids, source)
     clean = [clean_sequence(i, s, strip_gaps) for i, s in zip(ids, seqs)]
+    _refuse_nucleotides(clean, source)
     frame = pd.DataFrame({K.SEQUENCE: clean, K.LENGTH: [len(s) for s in clean]}, index=pd.Index(ids, name=None))
     if obs is not None:
         for col in obs.columns:
@@ -138,6 +220,24 @@ def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input",
     adata = ad.AnnData(X=np.zeros((len(ids), 0), dtype=np.float32), obs=frame)
     adata.uns["source"] = str(source)
     return adata
+
+
+def _refuse_nucleotides(seqs: list[str], source: str) -> None:
+    """Refuse input in which every sequence is DNA/RNA-like: embedding it as protein is meaningless.
+
+    Needs at least 30 residues and three different bases overall, so short peptides such as 'GATA'
+    or poly-alanine pass; real protein sets never consist of A, C, G, T/U and N alone.
+    """
+    letters: set[str] = set()
+    total = 0
+    for s in seqs:
+        if not NUCLEOTIDES.issuperset(s):
+            return
+        letters.update(s)
+        total += len(s)
+    if total >= 30 and len(letters - {"N"}) >= 3:
+        raise InputError(f"{source}: every sequence consists of A, C, G, T/U and N only: this looks like "
+                         "nucleotide input; protlens embeds proteins (translate it first, e.g. seqkit translate)")
 
 
 def read_sequences(path: str | Path, id_col: str | None = None, seq_col: str | None = None,
@@ -150,6 +250,8 @@ def read_sequences(path: str | Path, id_col: str | None = None, seq_col: str | N
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
     kind = _base_suffix(path)
     if kind in {".csv", ".tsv", ".tab"}:
         df = _read_table(path)
@@ -201,12 +303,38 @@ def join_labels(adata: ad.AnnData, labels: str | Path | pd.DataFrame, id_col: st
     }
 
 
+class WriteError(InputError):
+    """An output could not be written (disk full, permission denied, ...); the message names the path."""
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename or creation inside ``folder`` durable (POSIX needs the directory fsynced too)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The file and its folder are fsynced before and after the rename, so after a crash ``path`` holds
+    either the old content or the complete new one. An ``OSError`` while writing (disk full,
+    permission denied) becomes a one-line :class:`WriteError` naming ``path``. A temp file left by a
+    killed write matches :func:`remove_stray_temps`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -214,10 +342,44 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+        raise WriteError(f"{path}: cannot write ({reason})") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_free_space(path: str | Path, nbytes: int) -> None:
+    """Refuse to start an HDF5 write that cannot fit: HDF5 reports a full disk late (at close, or by
+    crashing the process) instead of raising, so this one-line error comes first. ``nbytes`` is the
+    data size; 10% plus 1 MB are added for the format's overhead."""
+    path = Path(path)
+    import shutil
+
+    need = int(nbytes * 1.1) + (1 << 20)
+    free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    if free < need:
+        raise WriteError(f"{path}: cannot write (needs about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB free)")
+
+
+def remove_stray_temps(path: str | Path) -> list[Path]:
+    """Delete temp files that killed :func:`atomic_path` writes of ``path`` left behind.
+
+    Call it only while holding the output's lock (``protlens._lock``): another writer's live temp
+    file would match too.
+    """
+    path = Path(path)
+    pattern = _tmp_name(path)
+    stray = [p for p in path.parent.glob(f".{path.name}.*.tmp") if pattern.fullmatch(p.name)] \
+        if path.parent.is_dir() else []
+    for p in stray:
+        p.unlink(missing_ok=True)
+    return stray
 
 
 def _sanitize_uns(obj):
@@ -235,23 +397,46 @@ def _sanitize_uns(obj):
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
-    """Write an AnnData atomically (a killed write never leaves a truncated file)."""
+    """Write an AnnData atomically (a killed write never leaves a truncated file); ``X`` must be finite."""
+    x = adata.X
+    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating) and x.size and not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise InputError(f"{path}: not written: X of record '{adata.obs_names[row]}' holds NaN or inf")
     adata.uns = _sanitize_uns(dict(adata.uns))
+    check_free_space(path, sum(getattr(a, "nbytes", 0) for a in [x, *adata.obsm.values(), *adata.layers.values()])
+                     + adata.obs.memory_usage(deep=True).sum())
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
+        _faults.point("h5ad")
 
 
 def read_h5ad(path: str | Path) -> ad.AnnData:
-    """Read an h5ad with a one-line error when it is missing or not an AnnData file."""
+    """Read an h5ad, refusing in one line a missing or non-AnnData file, duplicate obs_names and
+    invalid residues in ``obs['sequence']``."""
+    import warnings
+
     import anndata as ad
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file")
     try:
-        return ad.read_h5ad(path)
-    except (OSError, KeyError) as e:
-        raise InputError(f"{path}: not a readable .h5ad file ({e})") from None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*obs_names.*not unique", category=UserWarning)
+            adata = ad.read_h5ad(path)
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise InputError(f"{path}: not a readable .h5ad file ({(str(e).splitlines() or [''])[0]})") from None
+    _check_unique([str(i) for i in adata.obs_names], str(path))
+    if K.SEQUENCE in adata.obs:
+        seqs = adata.obs[K.SEQUENCE].astype(str)
+        bad = ~seqs.str.fullmatch(f"[{''.join(sorted(ALLOWED))}]+")
+        if bad.any():
+            rid = str(adata.obs_names[int(np.flatnonzero(bad.to_numpy())[0])])
+            clean_sequence(rid, seqs[rid])  # names the character and position
+            raise InputError(f"{path}: record '{rid}': obs['{K.SEQUENCE}'] is not upper-case protein letters")
+    return adata
 
 
 def residue_key(record_id: str) -> str:

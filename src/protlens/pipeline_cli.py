@@ -58,14 +58,22 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, help="Show a progress bar while embedding."),
     ) -> None:
         """Embed, cluster, project and score sequences; write a self-contained HTML report."""
+        from ._lock import output_lock
+        from ._preflight import check_outputs, check_range
         from .io import read_h5ad
         from .pipeline import run
 
-        source = read_h5ad(input) if input.suffix == ".h5ad" else input
-        adata = run(source, labels=labels, label_col=label_col, id_col=id_col, model=model,
-                    methods=split_list(methods, "methods"), n_clusters=parse_k(n_clusters), out=out,
-                    projection=projection, random_state=random_state, baselines=split_list(baselines, "baselines"),
-                    n_neighbors=n_neighbors, n_boot=n_boot, strip_gaps=strip_gaps, progress=progress)
+        check_outputs({"-o": out}, inputs={"input": input, "--labels": labels}, folders={"-o"})
+        check_range("--n-boot", n_boot, 0)
+        check_range("--random-state", random_state, 0)
+        check_range("--n-neighbors", n_neighbors, 1)
+        with output_lock(out, parents=True):
+            source = read_h5ad(input) if input.suffix == ".h5ad" else input
+            adata = run(source, labels=labels, label_col=label_col, id_col=id_col, model=model,
+                        methods=split_list(methods, "methods"), n_clusters=parse_k(n_clusters), out=out,
+                        projection=projection, random_state=random_state,
+                        baselines=split_list(baselines, "baselines"), n_neighbors=n_neighbors, n_boot=n_boot,
+                        strip_gaps=strip_gaps, progress=progress)
         _done(adata, out)
 
     @app.command("demo")

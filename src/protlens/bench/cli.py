@@ -43,8 +43,15 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     ) -> None:
         """Run the downstream benchmark suite (frozen embeddings) and write one comparison table."""
+        from .._lock import output_lock
+        from .._preflight import check_device, check_outputs, check_range
         from .runner import run_bench
 
-        df = run_bench(model, tasks, out, smoke=smoke, seed=seed, data_dir=data, heldout=heldout, scoring=scoring,
-                       max_tokens=max_tokens, device=device, sizes=parse_sizes(size))
+        check_outputs({"-o": out}, inputs={"--heldout": heldout}, folders={"-o"})
+        check_range("--max-tokens", max_tokens, 8)
+        check_range("--seed", seed, 0)
+        check_device(device)
+        with output_lock(out, parents=True):
+            df = run_bench(model, tasks, out, smoke=smoke, seed=seed, data_dir=data, heldout=heldout,
+                           scoring=scoring, max_tokens=max_tokens, device=device, sizes=parse_sizes(size))
         typer.echo(f"wrote {out / 'results.csv'} and {out / 'results.md'} ({len(df)} rows)")

@@ -32,15 +32,22 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Random seed (split, CNN, SmoothGrad, permutations)."),
     ) -> None:
         """Explain cluster assignments residue by residue and measure the explanations."""
+        from .._lock import output_lock
+        from .._preflight import check_outputs, check_range
         from ..io import read_h5ad, write_h5ad
         from .api import explain
 
-        adata = read_h5ad(result)
-        explain(adata, clusters, out=out, methods=_split(methods), plm_methods=_split(plm_methods) or (),
-                end_to_end=end_to_end, compare_with=compare_with, motifs=motifs, per_residue_file=per_residue,
-                layer=layer, model=model, proteins=_split(proteins), epochs=epochs, figures=figures, random_state=seed)
-        dest = Path(out) / f"{Path(result).stem}.explained.h5ad"
-        write_h5ad(adata, dest)
+        check_outputs({"-o": out}, inputs={"input": result, "--per-residue": per_residue}, folders={"-o"})
+        check_range("--epochs", epochs, 1)
+        check_range("--seed", seed, 0)
+        with output_lock(out, parents=True):
+            adata = read_h5ad(result)
+            explain(adata, clusters, out=out, methods=_split(methods), plm_methods=_split(plm_methods) or (),
+                    end_to_end=end_to_end, compare_with=compare_with, motifs=motifs, per_residue_file=per_residue,
+                    layer=layer, model=model, proteins=_split(proteins), epochs=epochs, figures=figures,
+                    random_state=seed)
+            dest = Path(out) / f"{Path(result).stem}.explained.h5ad"
+            write_h5ad(adata, dest)
         s = adata.uns["explain"]["surrogate"]
         flag = "" if s["reliable"] else " (below 90%: explanations flagged unreliable)"
         typer.echo(f"wrote {dest} and {adata.uns['explain']['tracks_file']}; "

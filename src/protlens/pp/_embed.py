@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import _faults
 from .. import _keys as K
+from .._preflight import check_device, check_range
 from ..errors import InputError
-from ..io import atomic_path, write_residues
+from ..io import atomic_path, check_free_space, fsync_dir, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
 from ._windows import WINDOW_RULE, residue_weights, window_spans
 
@@ -90,17 +94,15 @@ def plan_batches(lengths: Sequence[int], window: int | None, overlap: int, max_t
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
+    """``auto`` picks cuda, then mps, then cpu; a device this machine lacks is refused."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise InputError(f"unknown device '{device}' (auto, cpu, cuda, cuda:N, mps)") from None
+    check_device(device)
+    return torch.device(device)
 
 
 #: Padded-token budget per batch when none is given. On CPU, 1024 tokens keep a batch's activations
@@ -113,9 +115,24 @@ def resolve_max_tokens(max_tokens: int | None, device: torch.device) -> int:
     """The batch budget for ``device`` (``None`` = the device's default), validated."""
     if max_tokens is None:
         return DEFAULT_MAX_TOKENS["cpu" if device.type == "cpu" else "accelerator"]
-    if max_tokens < 8:
-        raise InputError(f"--max-tokens {max_tokens} is too small")
+    check_range("--max-tokens", max_tokens, 8)
     return max_tokens
+
+
+def check_embed_options(layers: Sequence[int], pooling: str = "mean", dtype: str = "fp32", device: str = "auto",
+                        max_tokens: int | None = None, window: int | None = None, overlap: int = 256,
+                        checkpoint_every: float = 30.0, truncate: bool = False) -> None:
+    """Every embedding option that can be checked without the model (layers need it: see ``resolve_layer``)."""
+    if not layers:
+        raise InputError("--layers: give at least one layer, e.g. -1 or 6,12,-1")
+    if pooling not in POOLINGS:
+        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    check_range("--max-tokens", max_tokens, 8)
+    check_range("--window", window, 1)
+    if not truncate:
+        check_range("--overlap", overlap, 0, None if window is None else window - 1)
+    check_range("--checkpoint-every", checkpoint_every, 0)
+    resolve_dtype(dtype, resolve_device(device))
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -138,26 +155,78 @@ def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-class _Progress:
-    """Crash-safe store of finished batches: one atomically written ``.npz`` per flush."""
+_PART = re.compile(r"part-(\d{6})\.npz")
 
-    def __init__(self, folder: Path | None, fingerprint: str) -> None:
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``arrays``."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+class _Progress:
+    """Crash-safe store of finished batches: one fsynced, atomically renamed ``.npz`` per flush.
+
+    Each part records the run's fingerprint and a checksum of its arrays. Saved parts are verified,
+    never trusted: one that cannot be read, fails its checksum, holds NaN/inf or belongs to another
+    run (model, input or settings) is named on stderr, deleted, and its batches are computed again.
+    The folder is created at the first flush, so a run that fails before any batch leaves nothing.
+    """
+
+    def __init__(self, folder: Path | None, fingerprint: str, n_batches: int) -> None:
         self.folder = folder
+        self.fingerprint = fingerprint
         self.done: dict[int, dict[str, np.ndarray]] = {}
-        if folder is None:
-            return
-        meta = folder / "fingerprint.txt"
-        if folder.exists() and (not meta.exists() or meta.read_text() != fingerprint):
-            shutil.rmtree(folder)  # settings or input changed: old progress is not ours to reuse
-        folder.mkdir(parents=True, exist_ok=True)
-        meta.write_text(fingerprint)
-        for part in sorted(folder.glob("part-*.npz")):
-            with np.load(part) as z:
-                arrays = {k: z[k] for k in z.files}
-            for b in arrays.pop("batches").tolist():
-                self.done[b] = {k[len(f"b{b}/"):]: v for k, v in arrays.items() if k.startswith(f"b{b}/")}
         self.pending: dict[int, dict[str, np.ndarray]] = {}
-        self._n = len(list(folder.glob("part-*.npz")))
+        self._n = 0
+        if folder is None or not folder.is_dir():
+            return
+        for stray in folder.glob(".*.tmp"):  # a part write killed before its rename
+            stray.unlink()
+        foreign = foreign_batches = 0
+        for part in sorted(folder.iterdir()):
+            m = _PART.fullmatch(part.name)
+            if m is None:
+                continue
+            self._n = max(self._n, int(m.group(1)) + 1)
+            problem, batches = self._verify(part, n_batches)
+            if problem == "foreign":
+                foreign += 1
+                foreign_batches += len(batches)
+            elif problem:
+                warnings.warn(f"{part}: {problem}; discarded, its batches will be recomputed", stacklevel=3)
+            else:
+                self.done.update(batches)
+                continue
+            part.unlink()
+        if foreign:
+            warnings.warn(f"{folder}: discarded {foreign} saved part(s) ({foreign_batches} batches) of a different "
+                          "run (other model, input or settings)", stacklevel=3)
+
+    def _verify(self, part: Path, n_batches: int) -> tuple[str, dict[int, dict[str, np.ndarray]]]:
+        """('', batches) for a sound part, else (what is wrong, batches if known)."""
+        try:
+            with np.load(part, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            fingerprint = str(arrays.pop("fingerprint"))
+            checksum = str(arrays.pop("checksum"))
+            index = arrays.pop("batches").astype(np.int64).tolist()
+        except Exception as e:  # noqa: BLE001 -- whatever numpy/zipfile raise for a damaged file
+            return f"unreadable ({type(e).__name__}: truncated, zeroed or not a progress part)", {}
+        batches = {b: {k[len(f"b{b}/"):]: v for k, v in arrays.items() if k.startswith(f"b{b}/")} for b in index}
+        if fingerprint != self.fingerprint:
+            return "foreign", batches
+        if not all(np.isfinite(v).all() for v in arrays.values() if v.dtype.kind == "f"):
+            return "holds NaN or inf", batches
+        if _checksum({**arrays, "batches": np.array(index, dtype=np.int64)}) != checksum:
+            return "checksum mismatch (damaged)", batches
+        if not all(0 <= b < n_batches for b in index):
+            return "batch numbers out of range", batches
+        return "", batches
 
     def add(self, batch: int, arrays: dict[str, np.ndarray]) -> None:
         self.done[batch] = arrays
@@ -167,17 +236,25 @@ class _Progress:
     def flush(self) -> None:
         if self.folder is None or not self.pending:
             return
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True)
+            fsync_dir(self.folder.parent)
         payload = {f"b{b}/{k}": v for b, arrs in self.pending.items() for k, v in arrs.items()}
         payload["batches"] = np.array(sorted(self.pending), dtype=np.int64)
+        payload["checksum"] = np.array(_checksum(payload))
+        payload["fingerprint"] = np.array(self.fingerprint)
         with atomic_path(self.folder / f"part-{self._n:06d}.npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **payload)
+            _faults.point("part")
         self._n += 1
         self.pending = {}
 
-    def remove(self) -> None:
-        if self.folder is not None and self.folder.exists():
-            shutil.rmtree(self.folder)
+
+def remove_progress(resume_dir: str | Path | None) -> None:
+    """Delete saved progress; call it only once every output made from it is durable."""
+    if resume_dir is not None and Path(resume_dir).exists():
+        shutil.rmtree(resume_dir)
 
 
 def _fingerprint(model: EsmPLM, seqs: Sequence[str], settings: dict) -> str:
@@ -246,17 +323,18 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
                     max_tokens: int | None = None, device: str = "auto", dtype: str = "fp32",
                     truncate: bool = False, window: int | None = None, overlap: int = 256,
                     resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
-                    progress: bool = True) -> EmbedResult:
+                    progress: bool = True, keep_progress: bool = False) -> EmbedResult:
     """Embed sequences with any model; see the module docstring for how work is planned.
 
     ``window`` defaults to the model's reach (1022 residues for ESM-2); longer sequences are split
     into windows overlapping by ``overlap`` residues and per-residue states are averaged where
     windows overlap. A larger ``window`` is allowed (rotary positions extrapolate) but ESM-2 was
     trained on at most 1022 residues. ``truncate=True`` instead keeps only the first ``window`` residues (what
-    fair-esm's extract.py does). ``resume_dir`` keeps finished batches so a killed run continues.
+    fair-esm's extract.py does). ``resume_dir`` keeps finished batches so a killed run continues;
+    it is removed when the result is returned unless ``keep_progress`` (then the caller removes it
+    with :func:`remove_progress` once its own outputs are durable, as ``protlens embed`` does).
     """
-    if pooling not in POOLINGS:
-        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    check_embed_options(layers, pooling, dtype, device, max_tokens, window, overlap, checkpoint_every, truncate)
     owned = isinstance(model, (str, type(None)))  # loaded here, so ours to cast
     if owned:
         model = load_model(model or default_model_name())
@@ -272,9 +350,12 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
     unique_layers = sorted(set(layer_ids))
     win = window or model.max_residues
     plan = plan_batches([len(s) for s in seqs], win, overlap, max_tokens, truncate)
+    if not truncate:
+        check_range("--overlap", overlap, 0, win - 1)
     settings = dict(layers=unique_layers, window=win, overlap=overlap, max_tokens=max_tokens, truncate=truncate,
-                    dtype=dtype, per_residue=per_residue)
-    store = _Progress(Path(resume_dir) if resume_dir else None, _fingerprint(model, seqs, settings))
+                    dtype=dtype, per_residue=per_residue, device=dev.type)
+    store = _Progress(Path(resume_dir) if resume_dir else None, _fingerprint(model, seqs, settings),
+                      len(plan.batches))
 
     if model.device != dev or model.dtype != torch_dtype:
         # a model the caller passed is never cast: a bf16 round trip would round its fp32 weights
@@ -288,16 +369,31 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
             chunks = [plan.chunks[c] for c in plan.batches[b]]
             if b in todo:
                 keep = [per_residue or c.seq in windowed for c in chunks]
-                store.add(b, _forward_with_backoff(model, seqs, chunks, unique_layers, dev, keep))
+                arrays = _forward_with_backoff(model, seqs, chunks, unique_layers, dev, keep)
+                _check_finite(arrays, chunks, dtype)
+                store.add(b, arrays)
+                _faults.log_batch(b)
+                _faults.point("batch")
                 if time.monotonic() - last_flush >= checkpoint_every:
                     store.flush()
                     last_flush = time.monotonic()
             bar(len({c.seq for c in chunks}), sum(c.end - c.start for c in chunks))
     store.flush()
+    _faults.point("assemble")
     result = _assemble(seqs, plan, store.done, unique_layers, layer_ids, pooling, per_residue, model.hidden_size)
     result.seconds, result.max_tokens = time.perf_counter() - t0, max_tokens
-    store.remove()
+    if not keep_progress:
+        remove_progress(resume_dir)
     return result
+
+
+def _check_finite(arrays: dict[str, np.ndarray], chunks: list[Chunk], dtype: str) -> None:
+    """Stop at the first batch whose states hold NaN/inf (a broken model or fp16 overflow)."""
+    for k, v in arrays.items():
+        if not np.isfinite(v).all():
+            j = int(k.split("_")[1]) if k.startswith("res") else int(np.flatnonzero(~np.isfinite(v).all(1))[0])
+            hint = " (try --dtype fp32)" if dtype != "fp32" else ""
+            raise InputError(f"the model produced NaN or inf for input record #{chunks[j].seq + 1}{hint}")
 
 
 def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_residue, dim) -> EmbedResult:
@@ -419,12 +515,13 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
           pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int | None = None,
           device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
           overlap: int = 256, resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
-          progress: bool = True) -> None:
+          progress: bool = True, keep_progress: bool = False) -> None:
     """Embed ``adata.obs['sequence']`` into ``X`` (first layer) and ``obsm['X_layer<n>']`` (others).
 
     Provenance (model, weights hash, layers, pooling, windows, versions) goes to ``uns['embed']``;
     per-residue states, if a file is given, to a sidecar HDF5 (group ``layer<n>``, one dataset per
-    record) written atomically.
+    record) written atomically. Saved progress in ``resume_dir`` is removed after the sidecar is
+    written, unless ``keep_progress`` (see :func:`embed_sequences`).
     """
     if isinstance(model, (str, type(None))):
         model = load_model(model or default_model_name())
@@ -432,15 +529,19 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
     res = embed_sequences(model, seqs, layers=layers, pooling=pooling, per_residue=per_residue_file is not None,
                           max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window,
                           overlap=overlap, resume_dir=resume_dir, checkpoint_every=checkpoint_every,
-                          progress=progress)
+                          progress=progress, keep_progress=True)
     neural = isinstance(model, EsmPLM)
     info = store_embedding(adata, model, res.pooled, pooling=pooling, window=window, overlap=overlap,
                            truncate=truncate, n_windowed=res.n_windowed, max_tokens=res.max_tokens,
                            device=str(resolve_device(device)) if neural else "cpu", dtype=dtype, seconds=res.seconds)
     if res.per_residue is not None:
         path = Path(per_residue_file)
+        check_free_space(path, sum(a.nbytes for arrays in res.per_residue.values() for a in arrays))
         with atomic_path(path) as tmp:
             for layer, arrays in res.per_residue.items():
                 write_residues(tmp, dict(zip(adata.obs_names, arrays)), group=f"layer{layer}")
+            _faults.point("sidecar")
         adata.uns[K.PER_RESIDUE] = str(path)
     adata.uns[K.EMBED] = info
+    if not keep_progress:
+        remove_progress(resume_dir)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from .._lock import job_lock
+from .._preflight import check_outputs
 from .config import DistillConfig, TrainConfig, config_help, make_config, parse_flag_overrides
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -29,7 +31,9 @@ def register(app: typer.Typer) -> None:
 
         config, flags = _split_args(list(ctx.args))
         cfg = make_config(TrainConfig, config, parse_flag_overrides(TrainConfig, flags))
-        res = train(cfg)
+        check_outputs({"--out-dir": cfg.out_dir}, inputs={"CONFIG": config}, folders={"--out-dir"})
+        with job_lock(cfg.out_dir):
+            res = train(cfg)
         if res.export_dir is not None:
             typer.echo(f"trained {res.step} steps ({res.tokens} tokens); held-out ECE "
                        f"{res.metrics.get('ece_heldout', float('nan')):.3f}; model in {res.export_dir}")
@@ -42,7 +46,9 @@ def register(app: typer.Typer) -> None:
 
         config, flags = _split_args(list(ctx.args))
         cfg = make_config(DistillConfig, config, parse_flag_overrides(DistillConfig, flags))
-        res = distill(cfg)
+        check_outputs({"--out-dir": cfg.out_dir}, inputs={"CONFIG": config}, folders={"--out-dir"})
+        with job_lock(cfg.out_dir):
+            res = distill(cfg)
         typer.echo(f"distilled {res.step} steps; student held-out ECE {res.metrics.get('ece_heldout', float('nan')):.3f}; "
                    f"model in {res.export_dir}")
 

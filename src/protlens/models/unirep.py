@@ -176,9 +176,35 @@ class UniRepPLM(nn.Module):
             self.register_buffer(f"b_in{i}", torch.cat([torch.zeros(D), torch.from_numpy(c["b"].astype(np.float32))]))
             self.register_buffer(f"wmh{i}", _weight_norm(c["wmh"], c["gmh"]))
             self.register_buffer(f"wh{i}", _weight_norm(c["wh"], c["gh"]))
-        self.register_buffer("token_table", torch.addmm(self.b_in0, self.embedding, self.w_in0))
+        table = torch.addmm(self.b_in0, self.embedding, self.w_in0)  # layer 1's inputs for the 26 tokens
+        self.register_buffer("table_m", table[:, :D].contiguous())
+        self.register_buffer("table_z", table[:, D:].contiguous())
         self.register_buffer("dense_w", torch.from_numpy(dense_w.astype(np.float32)))
         self.register_buffer("dense_b", torch.from_numpy(dense_b.astype(np.float32)))
+        self._packed: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _apply(self, fn, recurse=True):  # .to() invalidates the prepacked weights
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    def _prepacked(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """(Wmh, Wh) of every layer in oneDNN's blocked layout, for CPU fp32 inference; else None.
+
+        A step multiplies a few dozen rows by a 1900 x 7600 matrix: plain ``mm`` repacks that
+        matrix at every call, ~half the step's time on 2 cores (benchmarks/results/unirep.md).
+        oneDNN's packed linear (with the ``* x Wmx`` and ``+ x Wx + b`` fused in as binary post-ops)
+        packs it once. These ops have no autograd: gradients take the plain path.
+        """
+        ops = getattr(torch.ops, "mkldnn", None)
+        usable = (self.device.type == "cpu" and self.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+                  and hasattr(ops, "_reorder_linear_weight") and hasattr(ops, "_linear_pointwise"))
+        if not usable:
+            return None
+        if self._packed is None:
+            pack = torch.ops.mkldnn._reorder_linear_weight
+            self._packed = [(pack(getattr(self, f"wmh{i}").t().contiguous(), 64),
+                             pack(getattr(self, f"wh{i}").t().contiguous(), 64)) for i in range(self.num_layers)]
+        return self._packed
 
     # -- provenance and the interface EsmPLM users rely on ----------------------------------------
     @property
@@ -212,26 +238,31 @@ class UniRepPLM(nn.Module):
         return x.masked_fill(pad.unsqueeze(-1), 0.0)
 
     # -- the recurrence ---------------------------------------------------------------------------
-    def _scan(self, i: int, x_at: Callable[[int, int], torch.Tensor], sizes: list[int], keep: bool,
-              total: bool, h0: torch.Tensor | None = None, c0: torch.Tensor | None = None) -> _Scan:
+    def _scan(self, i: int, x_at: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]], sizes: list[int],
+              keep: bool, total: bool) -> _Scan:
         """Run layer ``i`` over ``len(sizes)`` steps; step t updates rows ``:sizes[t]`` (non-increasing).
 
-        ``x_at(t, n)`` gives step t's input projection ``[x Wmx | x Wx + b]`` for the first n rows.
+        ``x_at(t, n)`` gives step t's input projections ``(x Wmx, x Wx + b)`` for the first n rows.
         Updates are out of place so autograd can run through the loop.
         """
         D, B = self.hidden_size, sizes[0]
         wmh, wh = getattr(self, f"wmh{i}"), getattr(self, f"wh{i}")
-        h = h0 if h0 is not None else self.embedding.new_zeros(B, D)
-        c = c0 if c0 is not None else self.embedding.new_zeros(B, D)
+        packed = None if torch.is_grad_enabled() else self._prepacked()
+        h = self.embedding.new_zeros(B, D)
+        c = self.embedding.new_zeros(B, D)
         steps: list[torch.Tensor] = []
         acc = self.embedding.new_zeros(B, D) if total else None
         first = h
         for t, n in enumerate(sizes):
-            xin = x_at(t, n)
-            m = xin[:, :D] * torch.mm(h[:n], wmh)
-            z = torch.addmm(xin[:, D:], m, wh)  # the fused gate matmul: input | forget | output | update
+            xm, xz = x_at(t, n)
+            if packed is not None:
+                m = torch.ops.mkldnn._linear_pointwise.binary(h[:n], xm, packed[i][0], None, "mul")
+                z = torch.ops.mkldnn._linear_pointwise.binary(m, xz, packed[i][1], None, "add")
+            else:
+                m = xm * torch.mm(h[:n], wmh)
+                z = torch.addmm(xz, m, wh)  # the fused gate matmul: input | forget | output | update
             gates = torch.sigmoid(z[:, : 3 * D])
-            c_new = gates[:, D : 2 * D] * c[:n] + gates[:, :D] * torch.tanh(z[:, 3 * D :])
+            c_new = torch.addcmul(gates[:, D : 2 * D] * c[:n], gates[:, :D], torch.tanh(z[:, 3 * D :]))
             h_new = gates[:, 2 * D :] * torch.tanh(c_new)
             h = h_new if n == B else torch.cat((h_new, h[n:]))
             c = c_new if n == B else torch.cat((c_new, c[n:]))
@@ -252,14 +283,16 @@ class UniRepPLM(nn.Module):
         for i in range(self.num_layers):
             layer = i + 1
             if i == 0 and embeds_tm is None:
-                def x_at(t, n, table=self.token_table):
-                    return table[tokens_tm[t, :n]]
+                def x_at(t, n):
+                    tok = tokens_tm[t, :n]
+                    return self.table_m[tok], self.table_z[tok]
             else:
                 src = embeds_tm if i == 0 else below
                 w_in, b_in = getattr(self, f"w_in{i}"), getattr(self, f"b_in{i}")
 
                 def x_at(t, n, src=src, w_in=w_in, b_in=b_in):
-                    return torch.addmm(b_in, src[t][:n], w_in)
+                    xin = torch.addmm(b_in, src[t][:n], w_in)
+                    return xin[:, : self.hidden_size].contiguous(), xin[:, self.hidden_size :].contiguous()
             keep = layer in keep_layers or layer < self.num_layers
             out[layer] = self._scan(i, x_at, sizes, keep, layer in total_layers)
             below = out[layer].steps
@@ -326,16 +359,20 @@ class UniRepPLM(nn.Module):
         return result
 
     # -- next-residue likelihood ------------------------------------------------------------------
-    def residue_log_probs(self, seqs: Sequence[str], batch_size: int = 64) -> list[np.ndarray]:
+    def residue_log_probs(self, seqs: Sequence[str], max_rows: int = 64) -> list[np.ndarray]:
         """``log p(x_i | start, x_1..x_{i-1})`` for every residue of each sequence ([len] each).
 
         The stop token's probability is not included (substitutions leave the length unchanged).
+        Batches: up to ``max_rows`` sequences within :attr:`default_max_tokens` (the states are kept).
         """
         out: list[np.ndarray | None] = [None] * len(seqs)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         with torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s : s + batch_size]
+            s = 0
+            while s < len(order):
+                rows = max(1, min(max_rows, self.default_max_tokens // (len(seqs[order[s]]) + 2)))
+                idx = order[s : s + rows]
+                s += rows
                 toks = torch.from_numpy(self.alphabet.batch([seqs[i] for i in idx])[0]).to(self.device)
                 res = self(toks, repr_layers=(), return_logits=True)
                 lp = torch.log_softmax(res.logits.float(), -1)

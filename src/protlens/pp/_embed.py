@@ -28,9 +28,20 @@ from .._preflight import check_device, check_range
 from ..errors import InputError
 from ..io import atomic_path, check_free_space, fsync_dir, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
+from ..models import unirep
 from ._windows import WINDOW_RULE, residue_weights, window_spans
 
 POOLINGS = ("mean", "bos")
+
+
+def resolve_pooling(model, pooling: str | None) -> str:
+    """``pooling`` checked against what ``model`` offers; ``None`` = the model's default (``mean``;
+    UniRep: ``h_avg``)."""
+    pooling = pooling or getattr(model, "default_pooling", "mean")
+    allowed = getattr(model, "poolings", POOLINGS)
+    if pooling not in allowed:
+        raise InputError(f"unknown pooling '{pooling}' for {model.name} (choose from {', '.join(allowed)})")
+    return pooling
 
 
 @dataclass
@@ -125,8 +136,9 @@ def check_embed_options(layers: Sequence[int], pooling: str = "mean", dtype: str
     """Every embedding option that can be checked without the model (layers need it: see ``resolve_layer``)."""
     if not layers:
         raise InputError("--layers: give at least one layer, e.g. -1 or 6,12,-1")
-    if pooling not in POOLINGS:
-        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
+    known = (*POOLINGS, *unirep.OWN_POOLINGS)  # which of them a model offers is checked once it is loaded
+    if pooling is not None and pooling not in known:
+        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(known)})")
     check_range("--max-tokens", max_tokens, 8)
     check_range("--window", window, 1)
     if not truncate:
@@ -271,6 +283,8 @@ def _run_batch(model: EsmPLM, seqs: Sequence[str], chunks: list[Chunk], layers: 
                device: torch.device, keep: list[bool]) -> dict[str, np.ndarray]:
     """Forward one batch: per-chunk BOS vectors and residue sums, and residue arrays where ``keep``."""
     pieces = [seqs[c.seq][c.start : c.end] for c in chunks]
+    if hasattr(model, "embed_batch"):  # a recurrent model (UniRep) returns these arrays, plus final states
+        return model.embed_batch(pieces, layers, keep)
     toks, mask = model.alphabet.batch(pieces)
     out = model(torch.from_numpy(toks).to(device), repr_layers=layers)
     res_mask = torch.from_numpy(mask)
@@ -319,7 +333,7 @@ def _forward_with_backoff(model, seqs, chunks, layers, device, keep) -> dict[str
 
 
 def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[str],
-                    layers: Sequence[int] = (-1,), pooling: str = "mean", per_residue: bool = False,
+                    layers: Sequence[int] = (-1,), pooling: str | None = None, per_residue: bool = False,
                     max_tokens: int | None = None, device: str = "auto", dtype: str = "fp32",
                     truncate: bool = False, window: int | None = None, overlap: int = 256,
                     resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
@@ -333,11 +347,14 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
     fair-esm's extract.py does). ``resume_dir`` keeps finished batches so a killed run continues;
     it is removed when the result is returned unless ``keep_progress`` (then the caller removes it
     with :func:`remove_progress` once its own outputs are durable, as ``protlens embed`` does).
+    ``pooling``: ``None`` = the model's default (:func:`resolve_pooling`). A recurrent model (UniRep)
+    reads every sequence whole: windows do not apply.
     """
     check_embed_options(layers, pooling, dtype, device, max_tokens, window, overlap, checkpoint_every, truncate)
     owned = isinstance(model, (str, type(None)))  # loaded here, so ours to cast
     if owned:
         model = load_model(model or default_model_name())
+    pooling = resolve_pooling(model, pooling)
     t0 = time.perf_counter()
     if isinstance(model, KmerEmbedder):
         if per_residue:
@@ -345,12 +362,15 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
         return EmbedResult(pooled={0: model.embed(list(seqs))}, seconds=time.perf_counter() - t0)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    max_tokens = resolve_max_tokens(max_tokens, dev)
+    max_tokens = resolve_max_tokens(max_tokens or getattr(model, "default_max_tokens", None), dev)
     layer_ids = [model.resolve_layer(i) for i in layers]
     unique_layers = sorted(set(layer_ids))
-    win = window or model.max_residues
+    recurrent = getattr(model, "recurrent", False)
+    if recurrent and (window is not None or truncate):
+        raise InputError(f"{model.name} reads sequences of any length whole: --window and --truncate do not apply")
+    win = None if recurrent else window or model.max_residues
     plan = plan_batches([len(s) for s in seqs], win, overlap, max_tokens, truncate)
-    if not truncate:
+    if not truncate and win is not None:
         check_range("--overlap", overlap, 0, win - 1)
     settings = dict(layers=unique_layers, window=win, overlap=overlap, max_tokens=max_tokens, truncate=truncate,
                     dtype=dtype, per_residue=per_residue, device=dev.type)
@@ -380,7 +400,8 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
             bar(len({c.seq for c in chunks}), sum(c.end - c.start for c in chunks))
     store.flush()
     _faults.point("assemble")
-    result = _assemble(seqs, plan, store.done, unique_layers, layer_ids, pooling, per_residue, model.hidden_size)
+    result = _assemble(seqs, plan, store.done, unique_layers, layer_ids, pooling, per_residue, model.hidden_size,
+                       model.pooled_size(pooling) if recurrent else None)
     result.seconds, result.max_tokens = time.perf_counter() - t0, max_tokens
     if not keep_progress:
         remove_progress(resume_dir)
@@ -396,14 +417,16 @@ def _check_finite(arrays: dict[str, np.ndarray], chunks: list[Chunk], dtype: str
             raise InputError(f"the model produced NaN or inf for input record #{chunks[j].seq + 1}{hint}")
 
 
-def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_residue, dim) -> EmbedResult:
+def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_residue, dim,
+              pooled_dim: int | None = None) -> EmbedResult:
     """Stitch chunk results into per-sequence outputs: where windows overlap, residue states are
     combined under :data:`~protlens.pp._windows.WINDOW_RULE`, and the mean pooling of a windowed
-    sequence is the mean of its stitched residue states."""
+    sequence is the mean of its stitched residue states. ``pooled_dim``: the pooled vector's size
+    when it is not ``dim`` (UniRep fusion)."""
     n = len(seqs)
     windowed = set(plan.windowed)
     stitch = set(range(n)) if per_residue else windowed
-    pooled = {layer: np.zeros((n, dim), dtype=np.float32) for layer in unique_layers}
+    pooled = {layer: np.zeros((n, pooled_dim or dim), dtype=np.float32) for layer in unique_layers}
     n_chunks = np.zeros(n)
     residues = {layer: {i: np.zeros((len(seqs[i]), dim), dtype=np.float32) for i in stitch} for layer in unique_layers}
     coverage = {i: np.zeros(len(seqs[i]), dtype=bool) for i in stitch}
@@ -424,7 +447,9 @@ def _assemble(seqs, plan: Plan, done, unique_layers, layer_ids, pooling, per_res
             if i in stitch:
                 coverage[i][ch.start : ch.end] = True
             for layer in unique_layers:
-                if pooling == "bos":
+                if pooling in unirep.OWN_POOLINGS:
+                    pooled[layer][i] = unirep.pool(arrs, j, layer, pooling, ch.end - ch.start)
+                elif pooling == "bos":
                     pooled[layer][i] += arrs[f"bos{layer}"][j]
                 elif i not in windowed:
                     pooled[layer][i] += arrs[f"sum{layer}"][j] / (ch.end - ch.start)
@@ -499,20 +524,24 @@ def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.nd
     set_embedding(adata, pooled[resolved[0]])
     for layer in resolved[1:]:
         adata.obsm[K.layer_key(layer)] = pooled[layer]
-    neural = isinstance(model, EsmPLM)
-    return {
+    neural = model.is_neural
+    windowed = neural and not getattr(model, "recurrent", False)  # a recurrent model reads sequences whole
+    info = {
         "model": model.name, "source": model.source, "weights_hash": model.weights_hash,
         "layers": resolved, "pooling": pooling if neural else "kmer-profile",
-        "window": (window or model.max_residues) if neural else 0,
-        "overlap": overlap if neural else 0, "window_rule": WINDOW_RULE if neural else "none",
+        "window": (window or model.max_residues) if windowed else 0,
+        "overlap": overlap if windowed else 0, "window_rule": WINDOW_RULE if windowed else "none",
         "truncate": truncate, "n_windowed": n_windowed,
         "max_tokens": max_tokens, "device": device, "dtype": dtype,
         "seconds": round(seconds, 3), "protlens_version": __version__, "torch_version": torch.__version__,
     }
+    if getattr(model, "weights_sha256", ""):  # weights read from another package's file (UniRep)
+        info.update(weights_file=model.weights_file, weights_sha256=model.weights_sha256)
+    return info
 
 
 def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),
-          pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int | None = None,
+          pooling: str | None = None, per_residue_file: str | Path | None = None, max_tokens: int | None = None,
           device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
           overlap: int = 256, resume_dir: str | Path | None = None, checkpoint_every: float = 30.0,
           progress: bool = True, keep_progress: bool = False) -> None:
@@ -525,12 +554,13 @@ def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Seque
     """
     if isinstance(model, (str, type(None))):
         model = load_model(model or default_model_name())
+    pooling = resolve_pooling(model, pooling)
     seqs = adata.obs[K.SEQUENCE].astype(str).tolist()
     res = embed_sequences(model, seqs, layers=layers, pooling=pooling, per_residue=per_residue_file is not None,
                           max_tokens=max_tokens, device=device, dtype=dtype, truncate=truncate, window=window,
                           overlap=overlap, resume_dir=resume_dir, checkpoint_every=checkpoint_every,
                           progress=progress, keep_progress=True)
-    neural = isinstance(model, EsmPLM)
+    neural = model.is_neural
     info = store_embedding(adata, model, res.pooled, pooling=pooling, window=window, overlap=overlap,
                            truncate=truncate, n_windowed=res.n_windowed, max_tokens=res.max_tokens,
                            device=str(resolve_device(device)) if neural else "cpu", dtype=dtype, seconds=res.seconds)

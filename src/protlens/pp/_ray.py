@@ -30,7 +30,7 @@ from .. import _keys as K
 from ..errors import InputError
 from ..io import atomic_path, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
-from ._embed import DTYPES, POOLINGS, _fingerprint, _progress_bar, resolve_max_tokens, store_embedding
+from ._embed import DTYPES, _fingerprint, _progress_bar, resolve_max_tokens, resolve_pooling, store_embedding
 
 
 def _import_ray():
@@ -75,7 +75,7 @@ class _ShardEmbedder:
             arrays = {f"pooled{layer}": x for layer, x in res.pooled.items()}
             for layer, per_seq in (res.per_residue or {}).items():
                 arrays.update({f"res{layer}/{j}": x for j, x in enumerate(per_seq)})
-            neural = isinstance(self.model, EsmPLM)
+            neural = self.model.is_neural
             arrays["n_windowed"] = np.int64(res.n_windowed)
             arrays["device"] = np.array(str(resolve_device(self.settings["device"])) if neural else "cpu")
             buf = io.BytesIO()
@@ -120,7 +120,7 @@ def _check_resources(ray, num_workers: int, cpus: float, gpus: float) -> None:
 
 
 def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),
-              pooling: str = "mean", per_residue_file: str | Path | None = None, max_tokens: int | None = None,
+              pooling: str | None = None, per_residue_file: str | Path | None = None, max_tokens: int | None = None,
               device: str = "auto", dtype: str = "fp32", truncate: bool = False, window: int | None = None,
               overlap: int = 256, num_workers: int = 2, address: str | None = None, gpus_per_worker: float = 0,
               cpus_per_worker: float = 1, shard_size: int | None = None, shard_dir: str | Path | None = None,
@@ -137,8 +137,6 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
     ray = _import_ray()
     if num_workers < 1:
         raise InputError(f"--num-workers {num_workers} must be at least 1")
-    if pooling not in POOLINGS:  # checked here too: an error inside an actor surfaces as a Ray error
-        raise InputError(f"unknown pooling '{pooling}' (choose from {', '.join(POOLINGS)})")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     max_tokens = resolve_max_tokens(max_tokens, torch.device("cuda" if gpus_per_worker else "cpu"))
@@ -151,7 +149,8 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
         model = load_model(spec)  # on the driver too: provenance and the resume fingerprint
     else:
         spec = model  # an in-memory model is shipped to the actors through the object store
-    neural = isinstance(model, EsmPLM)
+    pooling = resolve_pooling(model, pooling)  # checked here: an error inside an actor surfaces as a Ray error
+    neural = model.is_neural
     if not neural and per_residue_file is not None:
         raise InputError("the k-mer baseline has no per-residue embeddings")
     layer_ids = [model.resolve_layer(i) for i in layers] if neural else [0]

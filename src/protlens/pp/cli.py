@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "-o", "--out", help="Output .h5ad."),
         model: str = typer.Option(None, help="Model name or path (default: the best bundled model)."),
         layers: str = typer.Option("-1", help="Comma-separated layers; X gets the first, obsm the rest."),
-        pooling: str = typer.Option("mean", help="mean (over residues only) or bos."),
+        pooling: str = typer.Option(None, help="mean (over residues only; the default) or bos; UniRep: h_avg "
+                                    "(its default), final_h, final_c, fusion (all three) or mean."),
         per_residue: Path = typer.Option(None, "--per-residue", help="Also write per-residue states to this HDF5."),
         max_tokens: int = typer.Option(None, help="Padded-token budget per batch (default: 1024 on CPU, "
                                         "4096 on GPU)."),

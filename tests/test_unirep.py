@@ -128,7 +128,7 @@ def test_default_pooling_is_h_avg_and_bos_refused(tiny_unirep):
     with pytest.raises(InputError, match="unknown pooling 'bos' for tiny-unirep"):
         embed_sequences(model, seqs, pooling="bos", progress=False)
     with pytest.raises(InputError, match="--window and --truncate do not apply"):
-        embed_sequences(model, seqs, window=4, progress=False)
+        embed_sequences(model, seqs, window=4, overlap=1, progress=False)
 
 
 def test_padding_and_batch_company_change_nothing(tiny_unirep):

@@ -22,14 +22,71 @@ from protlens.errors import InputError
 from protlens.models import KmerEmbedder
 
 
-def test_uniform_logits_give_ece_25(tiny_esm):
+#: The paper's amino-acid vocabulary, spelled out here independently of protlens._ece.
+PAPER_AA = "ACDEFGHIKLMNPQRSTVWYXBUZO"
+
+
+def biased_head(plm, seed: int = 0) -> np.ndarray:
+    """Make every position's logits the same fixed, non-uniform bias vector; return it.
+
+    The decoder weight is zeroed, so the logits are the bias whatever the input. Non-amino-acid tokens
+    (<mask>, <cls>, ...) get large logits, so a softmax over the whole vocabulary would score very
+    differently from the 25-token one.
+    """
+    from protlens.models import ESM_ALPHABET
+
+    bias = np.random.default_rng(seed).normal(0, 1.5, plm.hf.lm_head.bias.shape[0])
+    aa_ids = [ESM_ALPHABET.tok_to_idx[a] for a in PAPER_AA]
+    other = np.setdiff1d(np.arange(len(bias)), aa_ids)
+    bias[other] += 4.0
     with torch.no_grad():
-        tiny_esm.hf.lm_head.decoder.weight.zero_()
-        tiny_esm.hf.lm_head.bias.zero_()
+        plm.hf.lm_head.decoder.weight.zero_()
+        plm.hf.lm_head.bias.copy_(torch.tensor(bias, dtype=plm.hf.lm_head.bias.dtype))
+    return bias
+
+
+def hand_ece(bias: np.ndarray, targets: str) -> float:
+    """exp(mean -log p(target)) with p the softmax of ``bias`` over the 25 amino-acid tokens only."""
+    from protlens.models import ESM_ALPHABET
+
+    z = {a: float(np.exp(bias[ESM_ALPHABET.tok_to_idx[a]])) for a in PAPER_AA}
+    total = sum(z.values())
+    return float(np.exp(np.mean([-np.log(z[a] / total) for a in targets])))
+
+
+def test_ece_on_a_biased_model_matches_the_hand_computation(tiny_esm):
+    bias = biased_head(tiny_esm)
     seqs = ["MKTAYIAKQRQISFVK", "ACDEFGHIKLMNPQRSTVWY"]
-    masks = mask_positions([len(s) for s in seqs], np.random.default_rng(0))
-    assert [len(m) for m in masks] == [2, 3]
-    assert model_ece(BenchModel("tiny", tiny_esm), seqs, masks) == pytest.approx(25.0, rel=1e-5)
+    masks = [np.array([0, 5]), np.array([1, 2, 19])]
+    want = hand_ece(bias, "MI" + "CDY")
+    assert model_ece(BenchModel("tiny", tiny_esm), seqs, masks) == pytest.approx(want, rel=1e-5)
+    assert abs(want - 25) > 1  # a uniform-model test could not tell a wrong target from a right one
+
+
+def test_ece_reads_the_masked_positions_of_a_real_forward_pass(tiny_esm):
+    """Independent re-computation with the HF model: mask by hand, softmax over the 25 columns, read targets."""
+    from protlens.models import ESM_ALPHABET
+
+    seqs = ["MKTAYIAKQRQISFVK", "ACDEFGHIKLMNPQRSTVWY"]
+    masks = [np.array([3, 9]), np.array([0, 10, 17])]
+    aa_cols = [ESM_ALPHABET.tok_to_idx[a] for a in PAPER_AA]
+    nll = []
+    for s, pos in zip(seqs, masks):
+        ids = [ESM_ALPHABET.cls_idx] + [ESM_ALPHABET.tok_to_idx[c] for c in s] + [ESM_ALPHABET.eos_idx]
+        for p in pos:
+            ids[p + 1] = ESM_ALPHABET.mask_idx
+        with torch.no_grad():
+            logits = tiny_esm.hf(input_ids=torch.tensor([ids])).logits[0]
+        for p in pos:
+            lp = torch.log_softmax(logits[p + 1, aa_cols].double(), -1)
+            nll.append(-float(lp[PAPER_AA.index(s[p])]))
+    assert model_ece(BenchModel("tiny", tiny_esm), seqs, masks) == pytest.approx(np.exp(np.mean(nll)), rel=1e-4)
+
+
+def test_mask_positions_pick_15_percent_at_least_one():
+    masks = mask_positions([16, 20, 3, 100], np.random.default_rng(0))
+    assert [len(m) for m in masks] == [2, 3, 1, 15]  # round(0.15 n), at least one
+    assert all(len(set(m)) == len(m) and (np.diff(m) > 0).all() for m in masks)
 
 
 def test_ece_scores_long_sequences_within_the_model_reach(tiny_esm):
@@ -156,7 +213,6 @@ def test_smoke_suite(shared_data, tiny_esm_dir, tmp_path):
     skips = df[(df["model"] == "kmer1") & (df["metric"] == "skipped")]
     assert set(skips["task"]) == {"ece", "mutation"} and skips["note"].str.contains("no masked-LM logits").all()
     base = df[df["model"].str.startswith("baseline:")].set_index("model")
-    assert base.loc["baseline:uniform", "value"] == 25.0
     assert 1 < base.loc["baseline:4-gram", "value"] < 25 and 1 < base.loc["baseline:unigram", "value"] < 25
     acc = df[df["metric"].str.endswith("_acc") & df["value"].notna()]["value"]
     assert ((acc >= 0) & (acc <= 1)).all()
@@ -176,4 +232,25 @@ def test_cli_unknown_task_exits_2(tmp_path):
 
 
 def test_kmer_has_no_logits():
-    assert not BenchModel("kmer", KmerEmbedder()).has_logits and len(AA_TOKENS) == 25
+    assert not BenchModel("kmer", KmerEmbedder()).has_logits
+
+
+def test_ece_vocabulary_is_every_residue_letter_of_the_esm_alphabet():
+    from protlens.models import ESM_TOKENS
+
+    letters = {t for t in ESM_TOKENS if len(t) == 1 and t.isalpha()}
+    assert set(AA_TOKENS) == letters == set(PAPER_AA) and len(AA_TOKENS) == len(set(AA_TOKENS))
+
+
+def test_uniform_reference_equals_a_constant_logit_model(tiny_esm):
+    """The reference row 'uniform' and the model path agree on a model whose 25 amino-acid logits are equal."""
+    from protlens.bench.ece import reference_eces
+
+    with torch.no_grad():
+        tiny_esm.hf.lm_head.decoder.weight.zero_()
+        tiny_esm.hf.lm_head.bias.fill_(0.3)
+    seqs = ["MKTAYIAKQRQISFVK"]
+    masks = [np.array([2, 7])]
+    got = model_ece(BenchModel("tiny", tiny_esm), seqs, masks)
+    assert got == pytest.approx(reference_eces(seqs, masks, ["ACDEFGHIKL"])["uniform"][0], rel=1e-6)
+    assert got == pytest.approx(len(PAPER_AA), rel=1e-6)

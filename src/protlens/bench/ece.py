@@ -1,9 +1,9 @@
 """Masked-token ECE (exponentiated cross-entropy, ComproESM section 5.2 / Table 3) on held-out sequences.
 
+The definition is :mod:`protlens._ece` (shared with the trainer, distillation and the model cards):
 15% of the residues of each held-out sequence (at least one) are replaced by ``<mask>`` at positions
 fixed by the seed, the model predicts them, and ECE = exp(mean cross-entropy) over all masked
-residues, with the distribution restricted to the 25 amino-acid tokens (so a uniform guess scores
-exactly 25, as in the paper). The uniform, unigram and 4-gram baselines are scored on the very same
+residues, with the distribution renormalised over the 25 amino-acid tokens. The uniform, unigram and 4-gram baselines are scored on the very same
 masked positions; the n-gram models are counted on the corpus minus the held-out set, and a 4-gram
 context that runs into a masked residue backs off to the residues after that mask.
 
@@ -17,20 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from .._ece import AA_TOKENS, aa_nll, mask_positions
+from .._ece import ece as ece_from_nll
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import ESM_ALPHABET
 from ._common import BenchModel, Context, Row, sample_at_most, skipped
 
 TASK = "ece"
-#: The 25 amino-acid tokens of the ESM alphabet (20 standard + X B U Z O).
-AA_TOKENS = "ACDEFGHIKLMNPQRSTVWYXBUZO"
-MASK_FRACTION = 0.15
 NGRAM_ORDER = 4
 NGRAM_PRIOR = 5.0  # Dirichlet prior weight of each back-off step
-#: Their indices in the ESM alphabet (the logits columns an amino-acid-restricted ECE keeps).
-AA_TOKEN_IDS = [ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS]
 _BOS = len(AA_TOKENS)  # sentinel symbol padding each sequence's start for the n-gram counts
 _LUT = np.full(256, -1, dtype=np.int64)
 for _i, _a in enumerate(AA_TOKENS):
@@ -73,11 +71,6 @@ def heldout_split(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
         train = train.iloc[:2000]
     held = held.iloc[sample_at_most(range(len(held)), ctx.sizes["ece_seqs"], rng)]
     return held[["id", "sequence"]].reset_index(drop=True), train[["id", "sequence"]]
-
-
-def mask_positions(lengths: list[int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Sorted 0-based residue positions to mask, 15% of each sequence (at least one)."""
-    return [np.sort(rng.choice(n, size=max(1, round(MASK_FRACTION * n)), replace=False)) for n in lengths]
 
 
 class NgramLM:
@@ -154,7 +147,6 @@ def _within_reach(seqs: list[str], masks: list[np.ndarray], reach: int) -> tuple
 def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> float:
     """ECE of a masked LM: each sequence (window) once, with all its chosen positions masked together."""
     seqs, masks = _within_reach(seqs, masks, model.model.max_residues)
-    aa_ids = np.array(AA_TOKEN_IDS)
     rows, where = [], []
     for s, pos in zip(seqs, masks):
         toks, _ = ESM_ALPHABET.batch([s])
@@ -162,12 +154,12 @@ def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> fl
         toks[pos + 1] = ESM_ALPHABET.mask_idx
         rows.append(toks)
         where.append(pos + 1)
-    nll = []
+    total, count = 0.0, 0
     for s, pos, lp in zip(seqs, masks, model.log_probs(rows, where)):
-        lp = lp[:, aa_ids]
-        lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
-        nll.extend(-lp[np.arange(len(pos)), encode(s)[pos]])
-    return float(np.exp(np.mean(nll)))
+        targets = torch.as_tensor(ESM_ALPHABET.encode(s)[pos])
+        total += float(aa_nll(torch.from_numpy(lp), targets).double().sum())
+        count += len(pos)
+    return ece_from_nll(total, count)
 
 
 def _prepare(ctx: Context) -> tuple[pd.DataFrame, list[str], list[np.ndarray], pd.DataFrame]:

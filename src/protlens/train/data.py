@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._ece import n_masked
 from ..errors import InputError
 from ..models import ESM_ALPHABET
 
@@ -150,11 +151,10 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.
                 all_mask: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """BERT corruption of residue ids: pick ``mask_prob`` of them (at least one); 80% <mask>, 10% random, 10% kept.
 
-    ``all_mask`` replaces every picked residue by <mask> (evaluation: masked-token ECE, as in
-    protlens.bench.ece). Returns (corrupted ids, targets with -100 where not picked).
+    ``all_mask`` replaces every picked residue by <mask> (evaluation: masked-token ECE, protlens._ece). Returns (corrupted ids, targets with -100 where not picked).
     """
     n = len(ids)
-    n_pick = max(1, int(round(mask_prob * n)))
+    n_pick = n_masked(n, mask_prob)
     pos = rng.choice(n, size=n_pick, replace=False)
     labels = np.full(n, -100, dtype=np.int64)
     labels[pos] = ids[pos]

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench.ece import AA_TOKEN_IDS
+from .. import _ece
+from .._training_set import training_frame, write_training_set
 from ..errors import InputError
-from ..models import ESM_ALPHABET
 from .config import TrainConfig, config_to_dict
 from .data import (
     Collator, LabelVocab, drop_small_families, eval_batches, file_sha256, fill_labels, make_splits,
@@ -178,10 +178,6 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _n_masked(length: int, mask_prob: float) -> int:
-    return max(1, int(round(mask_prob * length)))
-
-
 class Trainer:
     """Holds one run's state; :func:`train` is the public entry point."""
 
@@ -219,6 +215,7 @@ class Trainer:
 
             pd.DataFrame({"id": df["id"], "split": split}).to_csv(self.out / "splits.tsv", sep="\t", index=False)
         self.split_counts = split.value_counts().to_dict()
+        self.training_set = training_frame(df["id"], split, df["family"], df["superfamily"], df["sequence"])
         train_df = df[split.eq("train").to_numpy()].reset_index(drop=True)
         if train_df.empty:
             raise InputError(f"{cfg.data}: no training sequences left after the held-out splits")
@@ -252,10 +249,6 @@ class Trainer:
                                      cfg.crop, cfg.mask_prob, mlm=True, all_mask=True)
         lens = np.minimum(ece_df["sequence"].str.len().to_numpy(), cfg.crop) + 2
         self.ece_batches = eval_batches(lens, cfg.max_tokens) if len(ece_df) else []
-        # held-out ECE keeps the amino-acid logits only; _aa_index maps a token id to its column
-        self._aa_ids = torch.tensor(AA_TOKEN_IDS, device=self.acc.device)
-        self._aa_index = torch.full((len(ESM_ALPHABET),), -100, dtype=torch.long, device=self.acc.device)
-        self._aa_index[self._aa_ids] = torch.arange(len(AA_TOKEN_IDS), device=self.acc.device)
         self.tokens_per_step = cfg.max_tokens * cfg.grad_accum * self.world
         self.min_seqs = self.world * cfg.grad_accum
 
@@ -324,11 +317,7 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_ece(self) -> float:
-        """exp(mean masked-token cross-entropy) on the fixed held-out subset (same masks every time).
-
-        Defined as in protlens.bench.ece: every picked residue is <mask>, and the softmax runs over
-        the 25 amino-acid tokens (uniform = 25), so the logged curve and the benchmark agree.
-        """
+        """Masked-token ECE (:mod:`protlens._ece`) on the fixed held-out subset (same masks every time)."""
         if not self.ece_batches:
             return float("nan")
         m = self.module
@@ -340,12 +329,11 @@ class Trainer:
                 hidden = m.encode(b.input_ids, b.attention_mask)
                 sel = b.labels.ne(-100)
                 logits = m.hf.lm_head(hidden[sel]).float()
-            target = self._aa_index[b.labels[sel]]
-            tot[0] += torch.nn.functional.cross_entropy(logits[:, self._aa_ids], target, reduction="sum").double()
+            tot[0] += _ece.aa_nll(logits, b.labels[sel]).sum().double()
             tot[1] += sel.sum()
         tot = self.acc.reduce(tot, reduction="sum")
         m.train()
-        return float(torch.exp(tot[0] / tot[1]))
+        return _ece.ece(float(tot[0]), int(tot[1]))
 
     # -- one optimizer step -----------------------------------------------------------------------
     def _graph_targets(self, step_idx: np.ndarray, key: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +348,7 @@ class Trainer:
     def train_step(self, step_idx: np.ndarray, key: tuple[int, ...]) -> dict[str, float]:
         cfg = self.cfg
         dev = self.acc.device
-        n_masked = float(sum(_n_masked(int(L) - 2, cfg.mask_prob) for L in self.train_lengths[step_idx])) \
+        n_masked = float(sum(_ece.n_masked(int(L) - 2, cfg.mask_prob) for L in self.train_lengths[step_idx])) \
             if "mlm" in cfg.objective else 0.0
         fam_c = sf_c = None
         fam_all = sf_all = None
@@ -476,13 +464,14 @@ class Trainer:
             bar.close()
         logger.close()
         last = history[-1] if history else {}
-        metrics = {"ece_heldout": last_ece, "steps": step, "tokens": tokens, "epochs": last.get("epoch", 0.0),
+        metrics = {"ece_heldout": last_ece, "ece_definition": _ece.DEFINITION, "steps": step, "tokens": tokens, "epochs": last.get("epoch", 0.0),
                    "elapsed_s": state["elapsed_s"], "stop_reason": stop_reason,
                    **{k: last[k] for k in ("loss", "mlm", "family", "superfamily", "commu") if k in last}}
         export_dir = None
         if self.acc.is_main_process:
             export_dir = self.out / cfg.export_name
-            export_model(self.module, export_dir, config_to_dict(cfg), metrics, self.vocab, info=self._data_info())
+            export_model(self.module, export_dir, config_to_dict(cfg), metrics, self.vocab, info=self._data_info(),
+                         training_set=self.training_set)
             print(f"protlens train: stopped at step {step} ({stop_reason}); exported {export_dir}", file=sys.stderr)
         self.acc.wait_for_everyone()
         return TrainResult(self.out, export_dir, step, tokens, metrics, history)
@@ -500,8 +489,9 @@ class Trainer:
 
 
 def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, vocab: LabelVocab | None = None,
-                 info: dict | None = None) -> Path:
-    """HF folder (safetensors + ESM vocab) that load_model reads, plus heads, label vocab and a model card."""
+                 info: dict | None = None, training_set=None) -> Path:
+    """HF folder (safetensors + ESM vocab) that load_model reads, plus heads, label vocab, a model card and
+    the split and labels of every training-corpus sequence (``training_set``, see protlens._training_set)."""
     from safetensors.torch import save_file
 
     from ..models import EsmPLM
@@ -525,6 +515,8 @@ def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, voc
         save_file(heads, str(tmp / "protlens_heads.safetensors"))
     if vocab is not None:
         (tmp / "label_vocab.json").write_text(json.dumps(vocab.to_dict()))
+    if training_set is not None:
+        write_training_set(tmp, training_set)
     (tmp / "training_config.json").write_text(json.dumps(conf, indent=2))
     (tmp / "metrics.json").write_text(json.dumps({**metrics, **(info or {})}, indent=2, default=str))
     (tmp / "MODEL_CARD.md").write_text(model_card(out.name, conf, metrics, info or {}))
@@ -553,8 +545,8 @@ Load with `protlens.models.load_model("<this folder>")`; any protlens command ac
 |---|---|
 {table(metrics)}
 
-`ece_heldout` is exp(mean cross-entropy) over the masked tokens (15%, 80/10/10 corruption, fixed seed)
-of the held-out sequences listed as `ece_holdout` in the splits file.
+`ece_heldout` is the {_ece.DEFINITION}, on the held-out sequences listed as `ece_holdout` in the
+splits file (fixed masks).
 
 ## Configuration (seed {conf.get('seed', '?')}, split seed {conf.get('split_seed', '?')})
 ```json

@@ -41,10 +41,18 @@ def register(app: typer.Typer) -> None:
         size: list[str] = typer.Option(None, "--size", help="Override a subsample size, NAME=INT (repeatable)."),
         max_tokens: int = typer.Option(4096, help="Padded-token budget per forward batch."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+        keep_training_data: bool = typer.Option(False, "--keep-training-data", help="Do not exclude the models' "
+                                                "training proteins from the test sets (default: excluded, per task "
+                                                "counts in results.md)."),
+        pca_cap: int = typer.Option(0, help="Principal components kept before each supervised probe "
+                                    "(0 = none; e.g. 256 to speed up large k-mer profiles)."),
+        fast: bool = typer.Option(False, "--fast", help="Subsample each mutation assay to mut_positions positions "
+                                  "(labelled in the results); default: full assays."),
     ) -> None:
         """Run the downstream benchmark suite (frozen embeddings) and write one comparison table."""
         from .runner import run_bench
 
         df = run_bench(model, tasks, out, smoke=smoke, seed=seed, data_dir=data, heldout=heldout, scoring=scoring,
-                       max_tokens=max_tokens, device=device, sizes=parse_sizes(size))
+                       max_tokens=max_tokens, device=device, sizes=parse_sizes(size),
+                       exclude_training=not keep_training_data, pca_cap=pca_cap, fast=fast)
         typer.echo(f"wrote {out / 'results.csv'} and {out / 'results.md'} ({len(df)} rows)")

@@ -24,7 +24,9 @@ from .._ece import ece as ece_from_nll
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import ESM_ALPHABET
+from .._training_set import rename_repeated_ids
 from ._common import BenchModel, Context, Row, sample_at_most, skipped
+from .leakage import drop_training
 
 TASK = "ece"
 NGRAM_ORDER = 4
@@ -64,8 +66,12 @@ def heldout_split(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = ctx.rng(TASK)
     if ctx.heldout is not None:
         held = read_heldout(ctx.heldout, corpus)
+    elif ctx.leakage is not None and ctx.leakage.ece_holdout is not None:  # the trained models' own split
+        corpus = corpus.assign(id=rename_repeated_ids(corpus["id"]))
+        held = corpus.set_index("id").loc[ctx.leakage.ece_holdout, ["sequence"]].reset_index()
     else:
         held = corpus.iloc[np.sort(rng.choice(len(corpus), size=len(corpus) // 10, replace=False))]
+    held = drop_training(ctx, TASK, held)
     train = corpus[~corpus["id"].isin(held["id"]) & ~corpus["sequence"].isin(held["sequence"])]
     if ctx.smoke:
         train = train.iloc[:2000]
@@ -203,5 +209,10 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
         return skipped(TASK, "model has no masked-LM logits")
     held, seqs, masks, _ = _prepare(ctx)
     n_tok = int(sum(len(m) for m in masks))
-    note = "held-out: " + (str(ctx.heldout) if ctx.heldout else f"seeded 10% of corpus (seed {ctx.seed})")
+    if ctx.heldout:
+        note = f"held-out: {ctx.heldout}"
+    elif ctx.leakage is not None and ctx.leakage.ece_holdout is not None:
+        note = "held-out: the trained models' ece_holdout split"
+    else:
+        note = f"held-out: seeded 10% of corpus (seed {ctx.seed})"
     return [Row(TASK, "ece", model_ece(model, seqs, masks), n_tok, f"{len(seqs)} sequences; {note}")]

@@ -1,7 +1,8 @@
 """Run the downstream tasks for several models and write one comparison table (models as rows).
 
 Outputs in ``out``: ``results.csv`` (one row per model, task and metric, with seconds and notes),
-``results.md`` (a Table-1-like summary, then one table per task, skips and timings), the splits
+``results.md`` (a Table-1-like summary, the training data kept out of each task (bench.leakage), one
+table per task, skips and timings), the splits
 (``splits/``), figures (``figures/``) and ``mutation_skipped.tsv``. Model-independent baselines
 (uniform / unigram / 4-gram ECE, BLOSUM62 mutation scores) appear as extra rows ``baseline:*``.
 """
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..models import ESM2_ARCHS, EsmPLM, KmerEmbedder, esm2_config, load_model
 from . import activity, ece, family, figures, function, homology, mutation, ppi, similarity
 from ._common import SIZES, BenchModel, Context, Row, default_data_dir
+from .leakage import Leakage, report_lines
 
 TASKS = {
     "ece": ece, "family": family, "mutation": mutation, "activity": activity, "ppi": ppi,
@@ -81,8 +83,14 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
               smoke: bool = False, seed: int = 0, data_dir: str | Path | None = None,
               heldout: str | Path | None = None, scoring: str = "masked-marginals", max_tokens: int = 4096,
               device: str = "auto", sizes: dict[str, int] | None = None, baselines: bool = True,
-              progress: bool = True) -> pd.DataFrame:
-    """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows."""
+              progress: bool = True, exclude_training: bool = True, pca_cap: int = 0,
+              fast: bool = False) -> pd.DataFrame:
+    """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows.
+
+    ``exclude_training``: keep every given model's training proteins out of the test pools (models
+    without training metadata are listed as "leakage unknown"); ``pca_cap``: principal components
+    before each supervised probe (0 = none); ``fast``: subsample the mutation assays.
+    """
     from ..pp._embed import resolve_device
 
     if not models:
@@ -99,7 +107,8 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, data_dir=Path(data_dir) if data_dir else default_data_dir(), seed=seed, smoke=smoke,
                   heldout=Path(heldout) if heldout else None, scoring=scoring, max_tokens=max_tokens,
-                  device=str(resolve_device(device)), sizes=dict(sizes or {}))
+                  device=str(resolve_device(device)), sizes=dict(sizes or {}), pca_cap=pca_cap, fast=fast,
+                  leakage=Leakage.from_models(models) if exclude_training else None)
     if not ctx.data_dir.exists():
         raise InputError(f"benchmark data folder {ctx.data_dir} does not exist (pass --data)")
     records: list[dict] = []
@@ -167,8 +176,11 @@ def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: li
     parts = [
         "## Summary (models as rows; – = not applicable or skipped)", "",
         f"seed {ctx.seed}; {'smoke subsets' if ctx.smoke else 'default subsets'}: "
-        + ", ".join(f"{k}={v}" for k, v in ctx.sizes.items()), "",
+        + ", ".join(f"{k}={v}" for k, v in ctx.sizes.items())
+        + f"; supervised probes on {f'at most {ctx.pca_cap} principal components' if ctx.pca_cap else 'all dimensions'}"
+        + f"; mutation: {mutation.scope(ctx)}", "",
         _table(summary, order, [label for _, label in head]), "",
+        *report_lines(ctx, models, tasks),
     ]
     for t in tasks:
         sub = ok[ok["task"] == t]

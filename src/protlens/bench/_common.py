@@ -111,11 +111,17 @@ class Context:
 
 
 class BenchModel:
-    """A loaded model plus a per-sequence cache of its mean-pooled last-layer embeddings."""
+    """A loaded model plus a per-sequence cache of its mean-pooled last-layer embeddings.
 
-    def __init__(self, name: str, model: EsmPLM | KmerEmbedder, max_tokens: int = 4096, device: str = "cpu") -> None:
+    ``head`` (a trained clustering head, protlens.train.module.load_cluster_head) maps every pooled
+    embedding into the space the community-clustering loss shaped (``protlens bench --through-head``).
+    """
+
+    def __init__(self, name: str, model: EsmPLM | KmerEmbedder, max_tokens: int = 4096, device: str = "cpu",
+                 head: torch.nn.Module | None = None) -> None:
         self.name = name
         self.model = model
+        self.head = head
         self.max_tokens = max_tokens
         self.device = device
         self._cache: dict[str, np.ndarray] = {}
@@ -136,6 +142,9 @@ class BenchModel:
             res = embed_sequences(self.model, todo, layers=(-1,), pooling="mean", max_tokens=self.max_tokens,
                                   device=self.device, progress=False)
             emb = next(iter(res.pooled.values()))
+            if self.head is not None:
+                with torch.no_grad():
+                    emb = self.head(torch.as_tensor(np.asarray(emb), dtype=torch.float32)).numpy()
             self._cache.update(zip(todo, emb))
             self.residues_embedded += sum(len(s) for s in todo)
             self.seconds_embedding += time.perf_counter() - t0

@@ -48,11 +48,13 @@ def register(app: typer.Typer) -> None:
                                     "(0 = none; e.g. 256 to speed up large k-mer profiles)."),
         fast: bool = typer.Option(False, "--fast", help="Subsample each mutation assay to mut_positions positions "
                                   "(labelled in the results); default: full assays."),
+        through_head: bool = typer.Option(False, "--through-head", help="Embed through each model's trained "
+                                          "clustering head (protlens train exports with a graph objective)."),
     ) -> None:
         """Run the downstream benchmark suite (frozen embeddings) and write one comparison table."""
         from .runner import run_bench
 
         df = run_bench(model, tasks, out, smoke=smoke, seed=seed, data_dir=data, heldout=heldout, scoring=scoring,
                        max_tokens=max_tokens, device=device, sizes=parse_sizes(size),
-                       exclude_training=not keep_training_data, pca_cap=pca_cap, fast=fast)
+                       exclude_training=not keep_training_data, pca_cap=pca_cap, fast=fast, through_head=through_head)
         typer.echo(f"wrote {out / 'results.csv'} and {out / 'results.md'} ({len(df)} rows)")

@@ -84,12 +84,13 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
               heldout: str | Path | None = None, scoring: str = "masked-marginals", max_tokens: int = 4096,
               device: str = "auto", sizes: dict[str, int] | None = None, baselines: bool = True,
               progress: bool = True, exclude_training: bool = True, pca_cap: int = 0,
-              fast: bool = False) -> pd.DataFrame:
+              fast: bool = False, through_head: bool = False) -> pd.DataFrame:
     """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows.
 
     ``exclude_training``: keep every given model's training proteins out of the test pools (models
     without training metadata are listed as "leakage unknown"); ``pca_cap``: principal components
-    before each supervised probe (0 = none); ``fast``: subsample the mutation assays.
+    before each supervised probe (0 = none); ``fast``: subsample the mutation assays; ``through_head``:
+    embed through each model's trained clustering head where it has one (others: plain embeddings).
     """
     from ..pp._embed import resolve_device
 
@@ -112,6 +113,7 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
     if not ctx.data_dir.exists():
         raise InputError(f"benchmark data folder {ctx.data_dir} does not exist (pass --data)")
     records: list[dict] = []
+    embedding_notes: dict[str, str] = {}
 
     def log(msg: str) -> None:
         if progress:
@@ -137,7 +139,11 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
         plm = resolve_model(name, seed)
         if isinstance(plm, EsmPLM):
             plm.to(ctx.device)
-        bm = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device)
+        head = model_head(name, plm) if through_head else None
+        if through_head:
+            embedding_notes[name] = ("pooled embeddings mapped through its trained clustering head" if head is not None
+                                     else "no clustering head: plain mean-pooled last layer")
+        bm = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device, head=head)
         log(f"{name}: loaded in {time.perf_counter() - t0:.1f}s")
         for t in task_names:
             t0 = time.perf_counter()
@@ -147,8 +153,19 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
             log(f"{name} / {t}: {dt:.1f}s ({bm.residues_embedded} residues embedded so far)")
     df = pd.DataFrame(records, columns=COLUMNS)
     df.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(markdown_report(df, ctx, list(models), task_names))
+    (out / "results.md").write_text(markdown_report(df, ctx, list(models), task_names, embedding_notes))
     return df
+
+
+def model_head(name: str, plm) -> torch.nn.Module | None:
+    """The clustering head exported with a model folder (bundled or a path), if it has one."""
+    from ..models import BUNDLED, bundled_path
+    from ..train.module import load_cluster_head
+
+    if not isinstance(plm, EsmPLM):
+        return None
+    folder = bundled_path(name) if name in BUNDLED else Path(name).expanduser()
+    return load_cluster_head(folder, plm.hidden_size) if folder.is_dir() else None
 
 
 def _fmt(v: float) -> str:
@@ -165,8 +182,9 @@ def _table(frame: pd.DataFrame, index: list[str], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: list[str]) -> str:
-    """Summary table (models as rows), per-task tables, skips and timings."""
+def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: list[str],
+                    embedding_notes: dict[str, str] | None = None) -> str:
+    """Summary table (models as rows), leakage, per-task tables, skips and timings."""
     ok = df[df["metric"] != "skipped"]
     order = [m for m in dict.fromkeys(df["model"]) if m.startswith("baseline:")] + models
     wide = ok.assign(col=ok["task"] + "/" + ok["metric"]).pivot_table(index="model", columns="col", values="value",
@@ -182,6 +200,8 @@ def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: li
         _table(summary, order, [label for _, label in head]), "",
         *report_lines(ctx, models, tasks),
     ]
+    if embedding_notes:
+        parts += ["### Embeddings (--through-head)", "", *(f"- {m}: {n}" for m, n in embedding_notes.items()), ""]
     for t in tasks:
         sub = ok[ok["task"] == t]
         if sub.empty:

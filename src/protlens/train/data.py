@@ -18,18 +18,13 @@ import pandas as pd
 import torch
 
 from .._ece import n_masked
+from .._training_set import rename_repeated_ids
 from ..errors import InputError
 from ..models import ESM_ALPHABET
 
 LABEL_SEP = ";"  #: several labels of one protein in one cell: "cath:1.10.8.10;cath:3.40.50.300"
 #: token ids of the 20 standard residues (random replacements in MLM are drawn from these)
 STANDARD_AA = np.array([ESM_ALPHABET.tok_to_idx[a] for a in "LAGVSERTIDPKQNFYMHWC"], dtype=np.int64)
-
-
-def rename_repeated_ids(ids: pd.Series) -> pd.Series:
-    """Later copies of a repeated id become ``id#2``, ``id#3``, ... (the names used in splits.tsv)."""
-    k = ids.groupby(ids).cumcount()
-    return ids.where(k == 0, ids + "#" + (k + 1).astype(str))
 
 
 def read_corpus(path: str | Path, drop_label_prefixes: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:

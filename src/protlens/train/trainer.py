@@ -35,7 +35,7 @@ from .data import (
     Collator, LabelVocab, drop_small_families, eval_batches, file_sha256, fill_labels, make_splits,
     plan_epoch, read_corpus, seq_rng, shard_step,
 )
-from .module import OBJECTIVES, ComproModule, LossSums, combine
+from .module import CLUSTER_HEADS, OBJECTIVES, ComproModule, LossSums, combine
 
 CSV_FIELDS = ["step", "epoch", "tokens", "elapsed_s", "lr", "loss", "mlm", "family", "superfamily", "commu",
               "tokens_per_s", "ece_heldout"]
@@ -62,6 +62,11 @@ def validate(cfg: TrainConfig) -> None:
         raise InputError(f"graph_softmax '{cfg.graph_softmax}' unknown; use batch or full")
     if not 0.0 <= cfg.w <= 1.0:
         raise InputError(f"w = {cfg.w}: must lie in [0, 1]")
+    if cfg.cluster_head not in CLUSTER_HEADS:
+        raise InputError(f"cluster_head '{cfg.cluster_head}' unknown; use one of {', '.join(CLUSTER_HEADS)}")
+    if cfg.cluster_head == "none" and cfg.cluster_dim not in (0, cfg.hidden_size):
+        raise InputError(f"cluster_head none scores the protein vector itself: cluster_dim must be 0, "
+                         f"not {cfg.cluster_dim}")
     if cfg.delay_k < 1:
         raise InputError(f"delay_k = {cfg.delay_k}: must be >= 1 (1 = no delay)")
     if not 1 <= cfg.crop <= 1022:
@@ -259,7 +264,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + 1)
         v = self.vocab
         module = ComproModule(hf, len(v.families) if v else 0, len(v.superfamilies) if v else 0, cfg.cluster_dim,
-                              cfg.objective, cfg.graph_softmax, cfg.graph_normalize, cfg.graph_temperature)
+                              cfg.objective, cfg.graph_softmax, cfg.graph_normalize, cfg.graph_temperature,
+                              cfg.cluster_head)
         module.train()
         self.n_params = sum(p.numel() for p in hf.parameters())
         groups, sf = _param_groups(module, cfg)
@@ -382,6 +388,20 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         return {"terms": terms, "tokens": int(self.train_lengths[step_idx].sum())}
 
+    def sync_superfamilies(self, step: int) -> bool:
+        """The paper's delayed family -> superfamily exchange, after optimizer step ``step`` (0-based).
+
+        Superfamily nodes are left out of every step's update; their gradients accumulate, and every
+        ``delay_k``-th step one update is applied with the sum, then cleared. Returns whether it ran.
+        """
+        if self.opt_sf is None or (step + 1) % self.cfg.delay_k:
+            return False
+        for g in self.opt_sf.param_groups:
+            g["lr"] = lr_at(self.cfg, step, g["base_lr"])
+        self.opt_sf.step()
+        self.opt_sf.zero_grad(set_to_none=True)
+        return True
+
     # -- loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg = self.cfg
@@ -415,11 +435,7 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(cfg, step, g["base_lr"])
             res = self.train_step(plan[sie], (cfg.seed, epoch, sie))
-            if self.opt_sf is not None and (step + 1) % cfg.delay_k == 0:
-                for g in self.opt_sf.param_groups:
-                    g["lr"] = lr_at(cfg, step, g["base_lr"])
-                self.opt_sf.step()
-                self.opt_sf.zero_grad(set_to_none=True)
+            self.sync_superfamilies(step)
             step, sie = step + 1, sie + 1
             tokens += res["tokens"]
             window += res["terms"]

@@ -218,6 +218,7 @@ def test_smoke_suite(shared_data, tiny_esm_dir, tmp_path):
     assert ((acc >= 0) & (acc <= 1)).all()
     md = (out / "results.md").read_text()
     assert f"| {tiny_esm_dir} |" in md and "| kmer1 |" in md and "kmer1 / ece: model has no masked-LM logits" in md
+    assert f"- {tiny_esm_dir}: leakage unknown" in md and "- kmer1: untrained" in md
     # same seed, same numbers
     again = run_bench(["kmer1"], ["homology", "similarity"], tmp_path / "again", smoke=True, data_dir=shared_data,
                       progress=False)
@@ -254,3 +255,54 @@ def test_uniform_reference_equals_a_constant_logit_model(tiny_esm):
     got = model_ece(BenchModel("tiny", tiny_esm), seqs, masks)
     assert got == pytest.approx(reference_eces(seqs, masks, ["ACDEFGHIKL"])["uniform"][0], rel=1e-6)
     assert got == pytest.approx(len(PAPER_AA), rel=1e-6)
+
+
+# --- leakage: training proteins of the benchmarked models are kept out ------------------------------
+def _model_with_training_set(folder, rows):
+    from protlens._training_set import training_frame, write_training_set
+
+    folder.mkdir(parents=True)
+    ids, splits, seqs = zip(*rows)
+    write_training_set(folder, training_frame(ids, splits, [[]] * len(ids), [[]] * len(ids), seqs))
+    return folder
+
+
+def test_leakage_statuses_and_matching_by_id_or_sequence(tmp_path, tiny_esm_dir):
+    from types import SimpleNamespace
+
+    from protlens.bench.leakage import Leakage, drop_training, report_lines
+
+    a = _model_with_training_set(tmp_path / "a", [("p1", "train", "MKTAYIAK"), ("p2", "ece_holdout", "ACDEFG"),
+                                                  ("p3", "ece_holdout", "KLMNPQ"), ("p4", "label_holdout", "WWYY")])
+    b = _model_with_training_set(tmp_path / "b", [("p2", "ece_holdout", "ACDEFG"), ("p3", "train", "KLMNPQ")])
+    names = [str(a), str(b), "kmer", "random:esm2_t6_8M_UR50D", str(tiny_esm_dir)]
+    lk = Leakage.from_models(names)
+    assert lk.status[str(a)].startswith("trained: its 1 training") and "untrained" in lk.status["kmer"]
+    assert "untrained" in lk.status["random:esm2_t6_8M_UR50D"] and "leakage unknown" in lk.status[str(tiny_esm_dir)]
+    assert lk.ece_holdout == ["p2"]  # held out by both, trained on by neither
+    # p1 by id; a renamed copy of p3's sequence by sequence; p4 (held-out label) and an unseen protein stay
+    frame = pd.DataFrame({"id": ["p1", "x3", "p4", "new"], "sequence": ["MKTAYIAK", "klmnpq", "WWYY", "GGGG"]})
+    ctx = SimpleNamespace(leakage=lk, excluded={}, heldout=None)
+    assert drop_training(ctx, "pool", frame)["id"].tolist() == ["p4", "new"] and ctx.excluded == {"pool": (2, 2)}
+    md = "\n".join(report_lines(ctx, names, ["family", "ppi"]))
+    assert "leakage unknown" in md and "| ppi | – | not filtered" in md
+
+
+def test_no_training_metadata_means_nothing_is_dropped(tiny_esm_dir):
+    from types import SimpleNamespace
+
+    from protlens.bench.leakage import Leakage, drop_training
+
+    ctx = SimpleNamespace(leakage=Leakage.from_models(["kmer", str(tiny_esm_dir)]), excluded={})
+    frame = pd.DataFrame({"id": ["p1"], "sequence": ["MKTAYIAK"]})
+    assert drop_training(ctx, "pool", frame).equals(frame) and ctx.excluded == {} and ctx.leakage.ece_holdout is None
+
+
+def test_bundled_model_carries_its_training_split():
+    from protlens._training_set import read_training_set
+    from protlens.models import bundled_path
+
+    table = read_training_set(bundled_path("protlens-small"))
+    meta = __import__("json").loads((bundled_path("protlens-small") / "metrics.json").read_text())
+    assert table["split"].value_counts().to_dict() == meta["split_counts"]
+    assert table["id"].is_unique and table["sequence_sha1"].str.fullmatch(r"[0-9a-f]{16}").all()

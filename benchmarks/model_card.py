@@ -361,7 +361,8 @@ def build(args: argparse.Namespace, command: str, figure: Path) -> str:
               prov + f" Wall time {timings['1 ECE']:.0f} s.", "",
               f"15% of the residues of each of {ece_df['sequences'].iloc[0]} seeded `ece_holdout` sequences (cropped "
               "to 1,022; a model trained on shorter crops scores them in windows of its `max_residues`) masked at "
-              "seeded positions; " + _ece.DEFINITION + ". Published (ComproESM Table 3, other data): 4-gram 19.21, ESM-2 12-layer 5.80.", "",
+              "seeded positions; " + _ece.DEFINITION
+              + ". Published (ComproESM Table 3, other data): 4-gram 19.21, ESM-2 12-layer 5.80.", "",
               md_table(ece_df), ""]
     kin_df, kin_title = timed("2 kinase clustering", part_kinase, models + baselines, args.seed, args.n_neighbors,
                               smoke.get("kinase_families"), args.n_perm)

@@ -19,6 +19,12 @@ COLUMNS = ["id", "split", "family", "superfamily", "sequence_sha1"]
 LABEL_SEP = ";"
 
 
+def rename_repeated_ids(ids: pd.Series) -> pd.Series:
+    """Later copies of a repeated id become ``id#2``, ``id#3``, ... (the names in the training table)."""
+    k = ids.groupby(ids).cumcount()
+    return ids.where(k == 0, ids + "#" + (k + 1).astype(str))
+
+
 def sequence_key(seq: str) -> str:
     """A short, id-independent key of a sequence (sha1 of its upper-case residues, 16 hex digits)."""
     return hashlib.sha1(seq.strip().upper().encode()).hexdigest()[:16]

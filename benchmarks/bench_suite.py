@@ -9,6 +9,8 @@ proteins excluded from the test pools unless ``--keep-training-data``; mutation 
 wall time per model and task, table) and bench.summary.json (the summary rows of BENCHMARKS.md).
 ``--compare-exclusion`` reruns the models that carry training metadata on the filtered tasks with
 exclusion off and tables every metric before / after, with the items excluded per task.
+Models run one at a time (each excluding the training data of all of them, so the pools are the
+same); the report is rewritten after each, so an interrupted run leaves the models it finished.
 ``--smoke`` writes to --out only (tiny subsets: a check of the script, not a measurement).
 """
 
@@ -27,7 +29,9 @@ import pandas as pd
 import torch
 
 from protlens.bench import run_bench
-from protlens.bench.leakage import TASK_POOLS, training_table
+from protlens.bench._common import Context
+from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
+from protlens.bench.runner import markdown_report, resolve_tasks
 from protlens.models import available_bundled
 
 HERE = Path(__file__).resolve().parent
@@ -64,8 +68,8 @@ def before_after(after: pd.DataFrame, before: pd.DataFrame, models: list[str]) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", help="models (default: kmer, kmer1, random 8M ESM-2, protlens-small "
-                    "if bundled)")
+    ap.add_argument("--model", action="append", help="models (default: protlens-small if bundled, kmer, kmer1, "
+                    "random 8M ESM-2)")
     ap.add_argument("--out", default="/tmp/protlens-bench")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
@@ -82,25 +86,19 @@ def main() -> None:
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    models = args.model or ["kmer", "kmer1", "random:esm2_t6_8M_UR50D"] + [
-        m for m in available_bundled() if m == "protlens-small"]
+    models = args.model or [m for m in available_bundled() if m == "protlens-small"] + [
+        "kmer", "kmer1", "random:esm2_t6_8M_UR50D"]
     opts = dict(smoke=args.smoke, data_dir=args.data, heldout=args.heldout, fast=args.fast, pca_cap=args.pca_cap)
     t0, c0 = time.perf_counter(), time.process_time()
-    df = run_bench(models, "all", args.out, exclude_training=not args.keep_training_data, **opts)
+    parts: list[pd.DataFrame] = []
+    for i, m in enumerate(models):
+        parts.append(run_bench([m], "all", Path(args.out) / f"model{i}", exclude_training=not args.keep_training_data,
+                               exclude_training_of=models, baselines=i == 0, **opts))
+        text = report_text(args, models[: i + 1], models, parts, time.perf_counter() - t0, time.process_time() - c0)
+        write(args, text, None)
+    df = pd.concat(parts, ignore_index=True)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    table = (Path(args.out) / "results.md").read_text()
-    per_model = df.groupby("model", sort=False)["seconds"].apply(
-        lambda s: s.groupby(df.loc[s.index, "task"]).first().sum())
-    lines = [
-        "## Downstream benchmark suite (issues 7, 18)", "",
-        f"Command: `{' '.join(['python', *sys.argv])}`  ",
-        f"Machine: {cpu_model()}; torch {torch.__version__}, {args.threads} torch thread(s); date {args.date}.  ",
-        f"Load: {args.load}.  ",
-        f"Total wall time: **{wall / 60:.1f} min** for {', '.join(models)}; CPU time of the process "
-        f"{cpu / 60:.1f} min (wall > CPU / threads means other jobs shared the cores while measuring).  ",
-        "Seconds per model (sum over tasks): " + ", ".join(f"{m} {s:.0f}" for m, s in per_model.items()) + ".", "",
-        table,
-    ]
+    lines = report_text(args, models, models, parts, wall, cpu).splitlines()
     trained = [m for m in models if training_table(m)[0] is not None]
     if args.compare_exclusion and trained and not args.keep_training_data:
         tasks = [t for t, pools in TASK_POOLS.items() if pools]
@@ -112,13 +110,6 @@ def main() -> None:
                   f"filtered tasks with exclusion off (`--keep-training-data`; {(time.perf_counter() - t1) / 60:.1f} "
                   "min). Items excluded per task: the leakage table above. 'Before' is the protocol of earlier "
                   "versions of this table.", "", *before_after(df, before, trained), ""]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.smoke:
-        return
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
     summary = [{"issue": "7 benchmark suite", "target": "whole suite for protlens-small + baselines < 30 min on 2 cores",
                 "measured": f"{wall / 60:.1f} min wall for {', '.join(models)} (all 9 tasks, default subsets, "
                             f"{args.threads} thread(s); mutation {'subsampled (--fast)' if args.fast else 'full assays'}; "
@@ -126,10 +117,46 @@ def main() -> None:
                 "met": "yes" if wall < 1800 else "no"},
                {"issue": "18 leakage-free suite", "target": "training proteins of every model excluded, counts per task",
                 "measured": "off (--keep-training-data)" if args.keep_training_data else
-                            "on: " + "; ".join(f"{m}: {s}" for m, s in
-                                               ((m, training_table(m)[1]) for m in models)),
+                            "on: " + "; ".join(f"{m}: {training_table(m)[1]}" for m in models),
                 "met": "no" if args.keep_training_data else "yes"}]
-    report.with_suffix("").with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write(args, "\n".join(lines) + "\n", summary)
+
+
+def report_text(args: argparse.Namespace, done: list[str], models: list[str], parts: list[pd.DataFrame],
+                wall: float, cpu: float) -> str:
+    """The results section for the models finished so far (one merged table, as one run would write it)."""
+    df = pd.concat(parts, ignore_index=True)
+    ctx = Context(out=Path(args.out), data_dir=Path(args.data or "."), smoke=args.smoke,
+                  heldout=Path(args.heldout) if args.heldout else None, pca_cap=args.pca_cap, fast=args.fast,
+                  leakage=None if args.keep_training_data else Leakage.from_models(models))
+    ctx.excluded = parts[0].attrs.get("excluded", {})
+    table = markdown_report(df, ctx, done, resolve_tasks("all"))
+    per_model = df.groupby("model", sort=False)["seconds"].apply(
+        lambda s: s.groupby(df.loc[s.index, "task"]).first().sum())
+    lines = [
+        "## Downstream benchmark suite (issues 7, 18)", "",
+        f"Command: `{' '.join(['python', *sys.argv])}`  ",
+        f"Machine: {cpu_model()}; torch {torch.__version__}, {args.threads} torch thread(s); date {args.date}.  ",
+        f"Load: {args.load}.  ",
+        f"Total wall time: **{wall / 60:.1f} min** for {', '.join(done)}; CPU time of the process "
+        f"{cpu / 60:.1f} min (wall > CPU / threads means other jobs shared the cores while measuring).  ",
+        "Seconds per model (sum over tasks): " + ", ".join(f"{m} {s:.0f}" for m, s in per_model.items()) + ".", "",
+        *([] if done == models else [f"**Partial: {len(done)} of {len(models)} models finished so far.**", ""]),
+        table,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(args: argparse.Namespace, text: str, summary: list[dict] | None) -> None:
+    """Print the section; write it (and, at the end, the summary rows) unless this is a smoke run."""
+    print(text, flush=True)
+    if args.smoke:
+        return
+    report = Path(args.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    if summary is not None:
+        report.with_suffix("").with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -198,9 +198,10 @@ def node_displacement(cfg: TrainConfig, plm, export: Path) -> dict[str, float]:
     if not path.exists():
         return {}
     final = load_file(str(path))
+    hf = plm.hf  # built before seeding: building it draws random numbers
     torch.manual_seed(cfg.seed + 1)
-    init = ComproModule(plm.hf, len(final["family_nodes"]), len(final["superfamily_nodes"]), cfg.cluster_dim,
-                        cfg.objective)
+    init = ComproModule(hf, len(final["family_nodes"]), len(final["superfamily_nodes"]), cfg.cluster_dim,
+                        cfg.objective, head=cfg.cluster_head)
     out = {}
     for k in ("family", "superfamily"):
         start = getattr(init, f"{k}_nodes").detach()

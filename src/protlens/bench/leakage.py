@@ -94,7 +94,8 @@ def report_lines(ctx, models: Sequence[str], tasks: Sequence[str]) -> list[str]:
     if ctx.leakage is None:
         return lines + ["Exclusion was switched off (`--keep-training-data`): models may be scored on their own "
                         "training proteins and labels.", ""]
-    lines += [f"- {m}: {ctx.leakage.status.get(m, '?')}" for m in models]
+    lines += [f"- {m}: {s}" + ("" if m in models else " (not scored here; excluded so the pools match)")
+              for m, s in ctx.leakage.status.items()]
     if ctx.leakage.ece_holdout is not None and "ece" in tasks and ctx.heldout is None:
         lines.append(f"- ECE held-out set: the trained models' own `ece_holdout` split "
                      f"({len(ctx.leakage.ece_holdout)} sequences)")

@@ -84,11 +84,13 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
               heldout: str | Path | None = None, scoring: str = "masked-marginals", max_tokens: int = 4096,
               device: str = "auto", sizes: dict[str, int] | None = None, baselines: bool = True,
               progress: bool = True, exclude_training: bool = True, pca_cap: int = 0,
-              fast: bool = False, through_head: bool = False) -> pd.DataFrame:
+              fast: bool = False, through_head: bool = False,
+              exclude_training_of: Sequence[str] = ()) -> pd.DataFrame:
     """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows.
 
     ``exclude_training``: keep every given model's training proteins out of the test pools (models
-    without training metadata are listed as "leakage unknown"); ``pca_cap``: principal components
+    without training metadata are listed as "leakage unknown"; ``exclude_training_of`` adds models not
+    run here, so a run of one baseline uses the same test pools as a run of a trained model); ``pca_cap``: principal components
     before each supervised probe (0 = none); ``fast``: subsample the mutation assays; ``through_head``:
     embed through each model's trained clustering head where it has one (others: plain embeddings).
     """
@@ -109,7 +111,8 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
     ctx = Context(out=out, data_dir=Path(data_dir) if data_dir else default_data_dir(), seed=seed, smoke=smoke,
                   heldout=Path(heldout) if heldout else None, scoring=scoring, max_tokens=max_tokens,
                   device=str(resolve_device(device)), sizes=dict(sizes or {}), pca_cap=pca_cap, fast=fast,
-                  leakage=Leakage.from_models(models) if exclude_training else None)
+                  leakage=Leakage.from_models(list(dict.fromkeys([*models, *exclude_training_of])))
+                  if exclude_training else None)
     if not ctx.data_dir.exists():
         raise InputError(f"benchmark data folder {ctx.data_dir} does not exist (pass --data)")
     records: list[dict] = []
@@ -152,6 +155,7 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
             add(name, rows, dt)
             log(f"{name} / {t}: {dt:.1f}s ({bm.residues_embedded} residues embedded so far)")
     df = pd.DataFrame(records, columns=COLUMNS)
+    df.attrs["excluded"] = dict(ctx.excluded)  # per pool (removed, kept), for reports that merge several runs
     df.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(markdown_report(df, ctx, list(models), task_names, embedding_notes))
     return df

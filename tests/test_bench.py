@@ -306,3 +306,16 @@ def test_bundled_model_carries_its_training_split():
     meta = __import__("json").loads((bundled_path("protlens-small") / "metrics.json").read_text())
     assert table["split"].value_counts().to_dict() == meta["split_counts"]
     assert table["id"].is_unique and table["sequence_sha1"].str.fullmatch(r"[0-9a-f]{16}").all()
+
+
+def test_probes_see_every_dimension_unless_a_pca_cap_is_asked(tmp_path):
+    from sklearn.linear_model import RidgeCV
+
+    from protlens.bench._common import Context, head
+    from protlens.bench.mutation import scope
+
+    x = np.random.default_rng(0).normal(size=(30, 300))
+    assert head(RidgeCV(), 0).fit(x, x[:, 0]).named_steps["ridgecv"].coef_.shape == (300,)
+    assert head(RidgeCV(), 0, pca_cap=5).fit(x, x[:, 0]).named_steps["ridgecv"].coef_.shape == (5,)
+    assert scope(Context(out=tmp_path, data_dir=tmp_path)) == "full assays"
+    assert "(--fast)" in scope(Context(out=tmp_path, data_dir=tmp_path, fast=True))

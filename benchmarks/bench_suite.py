@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--keep-training-data", action="store_true", help="do not exclude the models' training proteins")
     ap.add_argument("--compare-exclusion", action="store_true",
                     help="also score the trained models with exclusion off and table before / after")
+    ap.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
     ap.add_argument("--data", default=None)
     ap.add_argument("--heldout", default=None, help="ECE held-out ids or FASTA; default: the trained models' own "
                     "ece_holdout split (a seeded 10%% of the corpus when no model has one)")
@@ -92,7 +93,7 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     parts: list[pd.DataFrame] = []
     for i, m in enumerate(models):
-        parts.append(run_bench([m], "all", Path(args.out) / f"model{i}", exclude_training=not args.keep_training_data,
+        parts.append(run_bench([m], args.tasks, Path(args.out) / f"model{i}", exclude_training=not args.keep_training_data,
                                exclude_training_of=models, baselines=i == 0, **opts))
         text = report_text(args, models[: i + 1], models, parts, time.perf_counter() - t0, time.process_time() - c0)
         write(args, text, None)
@@ -101,7 +102,7 @@ def main() -> None:
     lines = report_text(args, models, models, parts, wall, cpu).splitlines()
     trained = [m for m in models if training_table(m)[0] is not None]
     if args.compare_exclusion and trained and not args.keep_training_data:
-        tasks = [t for t, pools in TASK_POOLS.items() if pools]
+        tasks = [t for t in resolve_tasks(args.tasks) if TASK_POOLS.get(t)]
         t1 = time.perf_counter()
         before = run_bench(trained, tasks, Path(args.out) / "no_exclusion", exclude_training=False, baselines=False,
                            **opts)
@@ -130,7 +131,7 @@ def report_text(args: argparse.Namespace, done: list[str], models: list[str], pa
                   heldout=Path(args.heldout) if args.heldout else None, pca_cap=args.pca_cap, fast=args.fast,
                   leakage=None if args.keep_training_data else Leakage.from_models(models))
     ctx.excluded = parts[0].attrs.get("excluded", {})
-    table = markdown_report(df, ctx, done, resolve_tasks("all"))
+    table = markdown_report(df, ctx, done, resolve_tasks(args.tasks))
     per_model = df.groupby("model", sort=False)["seconds"].apply(
         lambda s: s.groupby(df.loc[s.index, "task"]).first().sum())
     lines = [

@@ -319,3 +319,22 @@ def test_probes_see_every_dimension_unless_a_pca_cap_is_asked(tmp_path):
     assert head(RidgeCV(), 0, pca_cap=5).fit(x, x[:, 0]).named_steps["ridgecv"].coef_.shape == (5,)
     assert scope(Context(out=tmp_path, data_dir=tmp_path)) == "full assays"
     assert "(--fast)" in scope(Context(out=tmp_path, data_dir=tmp_path, fast=True))
+
+
+def test_a_pool_emptied_by_exclusion_is_reported_not_crashed(tmp_path):
+    """Every enzyme is some model's training protein: the EC tasks say so instead of failing."""
+    from protlens.bench import function
+    from protlens.bench._common import Context
+    from protlens.bench.leakage import Leakage
+
+    data = tmp_path / "data" / "function"
+    data.mkdir(parents=True)
+    seqs = ["".join(np.random.default_rng(i).choice(list("ACDEFGHIKLMNPQRSTVWY"), 30)) for i in range(24)]
+    ids = [f"E{i}" for i in range(24)]
+    pd.DataFrame({"Entry": ids, "EC number": [f"1.1.{i % 2}.{i}" for i in range(24)], "Sequence": seqs}).to_csv(
+        data / "enzymes_ec_split10.tsv", sep="\t", index=False)
+    model = _model_with_training_set(tmp_path / "m", [(i, "train", s) for i, s in zip(ids, seqs)])
+    ctx = Context(out=tmp_path / "out", data_dir=tmp_path / "data", leakage=Leakage.from_models([str(model)]))
+    ctx.sizes["enzymes"] = 24
+    rows = function.run(ctx, BenchModel("kmer1", KmerEmbedder((1,))))
+    assert rows[0].metric == "skipped" and "training proteins" in rows[0].note and ctx.excluded["enzymes"] == (24, 0)

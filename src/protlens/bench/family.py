@@ -102,6 +102,10 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
     rows = []
     for name, frame, label in (("ec3", enzyme_subset(ctx), "ec3"), ("cath", cath_pool(ctx), "superfamily")):
         data = _probe_split(ctx, name, frame, label)
+        if data[label].nunique() < 2:
+            rows.append(Row(TASK, f"{name}_acc", float("nan"), 0, "fewer than 2 classes left after excluding "
+                            "the models' training proteins"))
+            continue
         x = model.pooled(data["sequence"].tolist())
         acc = linear_probe(x, data[label].to_numpy(), (data["split"] == "train").to_numpy(), ctx.seed, ctx.pca_cap)
         rows.append(Row(TASK, f"{name}_acc", acc, int((data["split"] == "test").sum()),

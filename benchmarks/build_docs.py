@@ -31,7 +31,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 MODEL_DIR = ROOT / "src" / "protlens" / "data" / "models" / "protlens-small"
 #: Sections in this order; any other ``<name>.md`` follows alphabetically.
 ORDER = ["embed", "kinase_clustering", "cluster_scale", "scaling", "ray", "explain", "train", "loss_variants",
-         "model_card", "bench"]
+         "cluster_head", "model_card", "bench", "exclusion_effect", "bench_2026-11-21"]
 #: Result files that feed MODEL_CARD.md only.
 CARD_ONLY = {"model_card_text"}
 SUMMARY_KEYS = ("issue", "target", "measured", "met")

@@ -66,7 +66,8 @@ def main() -> None:
         f"Command: `{' '.join(['python', *sys.argv])}`  ",
         f"Machine: {cpu_model()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load: {args.load}.  ",
         f"Inputs: `benchmarks/bench_suite.py` runs in `{args.after}` (exclusion on) and `{args.before}` "
-        "(`--keep-training-data`, the protocol of earlier versions of the suite table).", "",
+        "(`--keep-training-data`), otherwise the same settings (probes on all dimensions, mutation subsampling "
+        "as given to the runs).", "",
         "Items excluded (training proteins of " + ", ".join(trained) + ") per task, before subsampling:", "",
         "| task | pool | items excluded | items left |", "|---|---|---|---|",
     ]

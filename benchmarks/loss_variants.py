@@ -42,6 +42,7 @@ import torch
 from protlens.bench.homology import labelled_hit_at_k
 from protlens.train.config import TrainConfig, config_to_dict
 from protlens.train.data import file_sha256, plan_epoch, read_corpus
+from protlens.train.module import load_cluster_head
 from protlens.train.trainer import build_backbone, train
 
 #: name -> (description, TrainConfig overrides). Everything else is shared by all variants.
@@ -55,6 +56,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
            "delay_k": 1}),
     "f": ("mlm+graph, batch softmax, K=1, node lr 3e-2", {"objective": "mlm+graph", "delay_k": 1, "node_lr": 3e-2}),
     "g": ("mlm+graph, batch softmax, K=16, node lr 3e-2", {"objective": "mlm+graph", "delay_k": 16, "node_lr": 3e-2}),
+    "h": ("mlm+graph, batch softmax, K=4, linear head", {"objective": "mlm+graph", "delay_k": 4,
+                                                         "cluster_head": "linear"}),
+    "i": ("mlm+graph, batch softmax, K=4, no head (score P, eq. 7)", {"objective": "mlm+graph", "delay_k": 4,
+                                                                      "cluster_head": "none"}),
 }
 
 
@@ -164,31 +169,13 @@ def scores(emb_seen: np.ndarray, emb_unseen: np.ndarray, seen: pd.DataFrame, uns
     return out
 
 
-def cluster_head(export: Path, plm) -> torch.nn.Module | None:
-    """The run's trained clustering head (protein vector P -> clustering space); None for MLM-only runs."""
-    from safetensors.torch import load_file
-
-    from protlens.train.module import ComproModule
-
-    path = Path(export) / "protlens_heads.safetensors"
-    if not path.exists():
-        return None
-    heads = {k: v.float() for k, v in load_file(str(path)).items()}
-    fam, sf = heads["family_nodes"], heads["superfamily_nodes"]
-    module = ComproModule(plm.hf, len(fam), len(sf), fam.shape[1], "mlm+graph")
-    unexpected = module.load_state_dict(heads, strict=False).unexpected_keys
-    if unexpected:
-        raise RuntimeError(f"{path}: unexpected keys {unexpected}")
-    return module.cluster_head.eval()
-
-
 def representation_metrics(plm, seen: pd.DataFrame, unseen: pd.DataFrame, crop: int,
                            export: Path | None = None) -> dict:
     """Scores of the last layer and, for graph runs, of the clustering-head space the loss shapes."""
     t0 = time.perf_counter()
     emb_seen, emb_unseen = embed(plm, seen, crop), embed(plm, unseen, crop)
     out = scores(emb_seen, emb_unseen, seen, unseen)
-    head = cluster_head(export, plm) if export is not None else None
+    head = load_cluster_head(export, plm.hidden_size) if export is not None else None
     if head is not None:
         with torch.no_grad():
             z_seen, z_unseen = (head(torch.as_tensor(e, dtype=torch.float32)).double().numpy()
@@ -211,9 +198,10 @@ def node_displacement(cfg: TrainConfig, plm, export: Path) -> dict[str, float]:
     if not path.exists():
         return {}
     final = load_file(str(path))
+    hf = plm.hf  # built before seeding: building it draws random numbers
     torch.manual_seed(cfg.seed + 1)
-    init = ComproModule(plm.hf, len(final["family_nodes"]), len(final["superfamily_nodes"]), cfg.cluster_dim,
-                        cfg.objective)
+    init = ComproModule(hf, len(final["family_nodes"]), len(final["superfamily_nodes"]), cfg.cluster_dim,
+                        cfg.objective, head=cfg.cluster_head)
     out = {}
     for k in ("family", "superfamily"):
         start = getattr(init, f"{k}_nodes").detach()

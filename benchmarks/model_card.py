@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from protlens import _ece
 from protlens.bench import ece, homology, mutation, random_init_model
 from protlens.bench._common import BenchModel, Context, sample_at_most
 from protlens.errors import InputError
@@ -360,8 +361,8 @@ def build(args: argparse.Namespace, command: str, figure: Path) -> str:
               prov + f" Wall time {timings['1 ECE']:.0f} s.", "",
               f"15% of the residues of each of {ece_df['sequences'].iloc[0]} seeded `ece_holdout` sequences (cropped "
               "to 1,022; a model trained on shorter crops scores them in windows of its `max_residues`) masked at "
-              "seeded positions; ECE = exp(mean cross-entropy) over the 25 amino-acid tokens "
-              "(uniform = 25). Published (ComproESM Table 3, other data): 4-gram 19.21, ESM-2 12-layer 5.80.", "",
+              "seeded positions; " + _ece.DEFINITION
+              + ". Published (ComproESM Table 3, other data): 4-gram 19.21, ESM-2 12-layer 5.80.", "",
               md_table(ece_df), ""]
     kin_df, kin_title = timed("2 kinase clustering", part_kinase, models + baselines, args.seed, args.n_neighbors,
                               smoke.get("kinase_families"), args.n_perm)
@@ -399,8 +400,8 @@ def build(args: argparse.Namespace, command: str, figure: Path) -> str:
     parts += [f"Training curves: `{figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure}` "
               "(loss terms vs step; the trainer's held-out ECE vs tokens, on its fixed subset of "
               f"{runs[0].config.get('eval_max_seqs', '?')} `ece_holdout` sequences cropped to "
-              f"{runs[0].config.get('crop', '?')}, with BERT corruption: 10% of the scored positions keep their "
-              "residue and 10% get a random one: not the all-masked ECE of part 1, so compare its trend only).", "",
+              f"{runs[0].config.get('crop', '?')}; see the trainer-ECE note above for which points used BERT "
+              "corruption rather than the ECE definition of part 1).", "",
               "Wall time per part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".", ""]
     for k, v in timings.items():
         print(f"[model-card] wall time {k}: {v:.1f}s", file=sys.stderr)

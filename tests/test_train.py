@@ -251,7 +251,68 @@ def test_distill_produces_a_loadable_student(corpus, tmp_path):
     assert (curve["attention"] > 0).all()
     student = load_model(res.export_dir)
     assert (student.num_layers, student.hidden_size) == (1, 16)
-    assert np.isfinite(res.metrics["ece_heldout"])
+    # the student keeps the teacher's split: same held-out sequences, none of them trained on
+    t_set = pd.read_csv(teacher / "training_set.tsv.gz", sep="\t", dtype=str).set_index("id")["split"]
+    s_set = pd.read_csv(res.export_dir / "training_set.tsv.gz", sep="\t", dtype=str).set_index("id")["split"]
+    assert s_set.to_dict() == t_set.to_dict() and (s_set == "ece_holdout").any()
+    assert res.metrics["ece_heldout"] < 33  # below uniform even over the whole vocabulary
+
+
+# --- one ECE: the trainer and distillation score like protlens._ece --------------------------------
+PAPER_AA = "ACDEFGHIKLMNPQRSTVWYXBUZO"
+
+
+def _bias_head(hf, seed: int = 0) -> np.ndarray:
+    """Constant, non-uniform logits (decoder weight zeroed); non-amino-acid tokens get large logits."""
+    bias = np.random.default_rng(seed).normal(0, 1.5, hf.lm_head.bias.shape[0])
+    aa = [ESM_ALPHABET.tok_to_idx[a] for a in PAPER_AA]
+    bias[np.setdiff1d(np.arange(len(bias)), aa)] += 4.0
+    with torch.no_grad():
+        hf.lm_head.decoder.weight.zero_()
+        hf.lm_head.bias.copy_(torch.tensor(bias, dtype=hf.lm_head.bias.dtype))
+    return bias
+
+
+def _hand_ece(bias: np.ndarray, counts: dict[str, int]) -> float:
+    z = {a: math.exp(bias[ESM_ALPHABET.tok_to_idx[a]]) for a in PAPER_AA}
+    tot = sum(z.values())
+    nll = sum(n * -math.log(z[a] / tot) for a, n in counts.items())
+    return math.exp(nll / sum(counts.values()))
+
+
+def test_trainer_and_distill_ece_match_the_hand_computation(corpus, tmp_path):
+    """Held-out homopolymers: whatever positions are picked, the targets are known, so ECE is computable by hand."""
+    from protlens.train.distill import masked_ece
+    from protlens.train.trainer import Trainer
+
+    tr = Trainer(tiny_cfg(corpus, tmp_path / "run", max_steps=1))
+    bias = _bias_head(tr.module.hf)
+    seqs = ["A" * 20, "C" * 40, "W" * 7]  # round(0.15 n) picked: 3, 6 and 1 residues
+    tr.ece_collator = Collator(seqs, [[]] * 3, [[]] * 3, None, crop=64, mask_prob=0.15, all_mask=True)
+    tr.ece_batches = [np.array([0, 1]), np.array([2])]
+    want = _hand_ece(bias, {"A": 3, "C": 6, "W": 1})
+    assert tr.evaluate_ece() == pytest.approx(want, rel=1e-5)
+    assert masked_ece(tr.module.hf, tr.ece_collator, tr.ece_batches, (0, 99), "cpu") == pytest.approx(want, rel=1e-5)
+
+
+def test_trainer_ece_is_the_masked_forward_pass(corpus, tmp_path):
+    """Random weights: the trainer's number equals a direct computation on its own masked held-out batch."""
+    from protlens.train.trainer import Trainer
+
+    tr = Trainer(tiny_cfg(corpus, tmp_path / "run", max_steps=1))
+    hf = tr.module.hf.eval()
+    aa = [ESM_ALPHABET.tok_to_idx[a] for a in PAPER_AA]
+    nll = []
+    for idx in tr.ece_batches:
+        b = tr.ece_collator(idx, (tr.cfg.split_seed, 99), random_crop=False)
+        picked = b.labels.ne(-100)
+        assert (b.input_ids[picked] == ESM_ALPHABET.mask_idx).all()  # every picked residue is masked
+        with torch.no_grad():
+            logits = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        for r, c in zip(*torch.nonzero(picked, as_tuple=True)):
+            lp = torch.log_softmax(logits[r, c, aa].double(), -1)
+            nll.append(-float(lp[aa.index(int(b.labels[r, c]))]))
+    assert tr.evaluate_ece() == pytest.approx(math.exp(np.mean(nll)), rel=1e-4)
 
 
 @pytest.mark.slow
@@ -273,3 +334,62 @@ def test_ddp_two_processes_equal_one_process(corpus, tmp_path):
         a = pd.read_csv(tmp_path / "one" / "metrics.csv")[key].dropna().to_numpy()
         b = pd.read_csv(tmp_path / "two" / "metrics.csv")[key].dropna().to_numpy()
         np.testing.assert_allclose(b, a, rtol=1e-5, err_msg=key)
+
+
+# --- delayed superfamily synchronisation and the clustering-head choice ----------------------------
+def test_superfamily_nodes_move_only_every_kth_step_by_the_summed_gradient(corpus, tmp_path):
+    """K = 3: the nodes stay put for two steps, then take one AdamW step on the sum of three steps' gradients."""
+    from protlens.train.trainer import Trainer
+
+    tr = Trainer(tiny_cfg(corpus, tmp_path / "run", objective="graph", delay_k=3, max_steps=3))
+    sf, fam = tr.module.superfamily_nodes, tr.module.family_nodes
+    per_backward: list[torch.Tensor] = []
+    sf.register_hook(lambda g: per_backward.append(g.detach().clone()))  # each backward's own gradient
+    plan = plan_epoch(tr.train_lengths, tr.tokens_per_step, tr.min_seqs, 0, 0)
+    start = sf.detach().clone()
+    for step in range(3):
+        fam_before = fam.detach().clone()
+        tr.train_step(plan[step], (0, 0, step))
+        assert not torch.equal(fam.detach(), fam_before)  # protein -> family links update every step
+        if step < 2:
+            assert not tr.sync_superfamilies(step)
+            assert torch.equal(sf.detach(), start)
+    total = torch.stack(per_backward).sum(0)
+    assert len(per_backward) >= 3 and torch.allclose(sf.grad, total, atol=1e-7)
+    assert tr.sync_superfamilies(2) and sf.grad is None
+    # AdamW's first step (bias-corrected, no weight decay on nodes): -lr * g / (|g| + eps), elementwise
+    want = -tr.cfg.lr * total / (total.abs() + 1e-8)
+    torch.testing.assert_close(sf.detach() - start, want, rtol=1e-4, atol=1e-7)
+
+
+def test_cluster_head_none_scores_the_pooled_protein_vector(corpus, tmp_path):
+    from protlens.train.module import residue_mean
+    from protlens.train.trainer import Trainer
+
+    tr = Trainer(tiny_cfg(corpus, tmp_path / "run", cluster_head="none", max_steps=1))
+    b = tr.collator(np.arange(4), (0, 0, 0))
+    hidden = tr.module.encode(b.input_ids, b.attention_mask)
+    n = b.attention_mask.sum(1) - 2  # residues between BOS and EOS (masked ones included)
+    by_hand = torch.stack([hidden[i, 1 : int(n[i]) + 1].mean(0) for i in range(4)])
+    torch.testing.assert_close(tr.module.protein_vectors(hidden, b.input_ids), by_hand)
+    torch.testing.assert_close(residue_mean(hidden, b.input_ids), by_hand)
+    with pytest.raises(InputError, match="cluster_dim must be 0"):
+        Trainer(tiny_cfg(corpus, tmp_path / "x", cluster_head="none", cluster_dim=8))
+
+
+def test_exported_linear_head_is_reloaded_for_bench(corpus, tmp_path):
+    from protlens.bench._common import BenchModel
+    from protlens.train.module import load_cluster_head
+    from protlens.train.trainer import train
+
+    res = train(tiny_cfg(corpus, tmp_path / "run", cluster_head="linear", cluster_dim=8, max_steps=2))
+    plm = load_model(res.export_dir)
+    head = load_cluster_head(res.export_dir, plm.hidden_size)
+    assert isinstance(head, torch.nn.Linear) and head.weight.shape == (8, 32)
+    seqs = ["MKTAYIAKQRQISFVK", "ACDEFGHIKLMNPQRSTVWY"]
+    plain = BenchModel("m", plm).pooled(seqs)
+    through = BenchModel("m", plm, head=head).pooled(seqs)
+    np.testing.assert_allclose(through, plain @ head.weight.detach().numpy().T + head.bias.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert load_cluster_head(train(tiny_cfg(corpus, tmp_path / "m", objective="mlm", max_steps=1)).export_dir,
+                             32) is None

@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import EsmPLM, KmerEmbedder
+from .leakage import Leakage, drop_training
 
 #: Default and ``--smoke`` subsample sizes per task (documented in BENCHMARKS.md / each module).
 SIZES: dict[str, dict[str, int]] = {
@@ -67,9 +68,16 @@ class Context:
     smoke: bool = False
     heldout: Path | None = None
     scoring: str = "masked-marginals"
+    #: principal components kept before every supervised probe (0 = none: the probe sees every dimension)
+    pca_cap: int = 0
+    #: subsample mutation assays to ``mut_positions`` positions each (labelled in the results)
+    fast: bool = False
     max_tokens: int = 4096
     device: str = "cpu"
     sizes: dict[str, int] = field(default_factory=dict)
+    #: the models' training proteins to keep out (None: exclusion off); excluded[pool] = (removed, kept)
+    leakage: Leakage | None = None
+    excluded: dict[str, tuple[int, int]] = field(default_factory=dict)
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,11 +111,17 @@ class Context:
 
 
 class BenchModel:
-    """A loaded model plus a per-sequence cache of its mean-pooled last-layer embeddings."""
+    """A loaded model plus a per-sequence cache of its mean-pooled last-layer embeddings.
 
-    def __init__(self, name: str, model: EsmPLM | KmerEmbedder, max_tokens: int = 4096, device: str = "cpu") -> None:
+    ``head`` (a trained clustering head, protlens.train.module.load_cluster_head) maps every pooled
+    embedding into the space the community-clustering loss shaped (``protlens bench --through-head``).
+    """
+
+    def __init__(self, name: str, model: EsmPLM | KmerEmbedder, max_tokens: int = 4096, device: str = "cpu",
+                 head: torch.nn.Module | None = None) -> None:
         self.name = name
         self.model = model
+        self.head = head
         self.max_tokens = max_tokens
         self.device = device
         self._cache: dict[str, np.ndarray] = {}
@@ -128,6 +142,9 @@ class BenchModel:
             res = embed_sequences(self.model, todo, layers=(-1,), pooling="mean", max_tokens=self.max_tokens,
                                   device=self.device, progress=False)
             emb = next(iter(res.pooled.values()))
+            if self.head is not None:
+                with torch.no_grad():
+                    emb = self.head(torch.as_tensor(np.asarray(emb), dtype=torch.float32)).numpy()
             self._cache.update(zip(todo, emb))
             self.residues_embedded += sum(len(s) for s in todo)
             self.seconds_embedding += time.perf_counter() - t0
@@ -159,15 +176,10 @@ class BenchModel:
         return out  # type: ignore[return-value]
 
 
-#: Supervised heads see at most this many principal components of the standardised features, so
-#: 8,000-dimensional k-mer profiles and 1,280-dimensional ESM-2 embeddings cost the same on 2 cores.
-HEAD_DIM = 256
-
-
 class CappedPCA(TransformerMixin, BaseEstimator):
     """PCA to ``min(max_components, n_samples, n_features)`` dimensions, fitted on the training rows only."""
 
-    def __init__(self, max_components: int = HEAD_DIM, random_state: int | None = 0) -> None:
+    def __init__(self, max_components: int = 256, random_state: int | None = 0) -> None:
         self.max_components = max_components
         self.random_state = random_state
 
@@ -180,9 +192,15 @@ class CappedPCA(TransformerMixin, BaseEstimator):
         return self.pca_.transform(X)
 
 
-def head(estimator, seed: int = 0) -> Pipeline:
-    """The shared preprocessing of every supervised head: standardise, then :class:`CappedPCA`."""
-    return make_pipeline(StandardScaler(), CappedPCA(HEAD_DIM, random_state=seed), estimator)
+def head(estimator, seed: int = 0, pca_cap: int = 0) -> Pipeline:
+    """The shared preprocessing of every supervised head: standardise, then (``pca_cap`` > 0 only) :class:`CappedPCA`.
+
+    Off by default: a cap hides information from high-dimensional embeddings (ESM-2 650M has 1,280
+    dimensions); ``--pca-cap`` trades that for speed on large k-mer profiles.
+    """
+    if pca_cap > 0:
+        return make_pipeline(StandardScaler(), CappedPCA(pca_cap, random_state=seed), estimator)
+    return make_pipeline(StandardScaler(), estimator)
 
 
 def read_fasta_dict(path: Path) -> dict[str, str]:
@@ -235,6 +253,8 @@ def _enzyme_subset(ctx: Context) -> pd.DataFrame:
     df = df.assign(ec3=df["ec"].str.rsplit(".", n=1).str[0])
     df = df[df.groupby("ec3")["id"].transform("size") >= 10]
     df = df[df["sequence"].str.len() <= ctx.sizes["max_len"]].reset_index(drop=True)
+    df = drop_training(ctx, "enzymes", df)
+    df = df[df.groupby("ec3")["id"].transform("size") >= 10].reset_index(drop=True)
     keep = sample_at_most(range(len(df)), ctx.sizes["enzymes"], ctx.rng("enzymes"))
     return df.iloc[keep].reset_index(drop=True)
 
@@ -252,7 +272,8 @@ def _cath_domains(ctx: Context) -> pd.DataFrame:
         dom = rid.split("|")[-1].split("/")[0]
         if dom in sf and len(seq) <= ctx.sizes["max_len"]:
             rows.append((dom, seq.upper(), sf[dom]))
-    return pd.DataFrame(rows, columns=["id", "sequence", "superfamily"]).drop_duplicates("id")
+    df = pd.DataFrame(rows, columns=["id", "sequence", "superfamily"]).drop_duplicates("id")
+    return drop_training(ctx, "cath", df)
 
 
 def cath_pool(ctx: Context) -> pd.DataFrame:

@@ -29,12 +29,12 @@ ASSAY = "BLAT_ECOLX_Stiffler_2015"
 N_FOLDS = 5
 
 
-def regressors(seed: int) -> dict:
+def regressors(seed: int, pca_cap: int = 0) -> dict:
     """The two published read-outs: a linear model and a small multilayer perceptron."""
     return {
-        "ridge": head(RidgeCV(alphas=np.logspace(-2, 4, 13)), seed),
+        "ridge": head(RidgeCV(alphas=np.logspace(-2, 4, 13)), seed, pca_cap),
         "mlp": head(MLPRegressor(hidden_layer_sizes=(64,), alpha=1e-2, max_iter=300, early_stopping=True,
-                                 random_state=seed), seed),
+                                 random_state=seed), seed, pca_cap),
     }
 
 
@@ -64,7 +64,7 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
     folds = data["fold"].to_numpy()
     cv = [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(N_FOLDS)]
     rows = []
-    for name, reg in regressors(ctx.seed).items():
+    for name, reg in regressors(ctx.seed, ctx.pca_cap).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             pred = cross_val_predict(reg, x, y, cv=cv)

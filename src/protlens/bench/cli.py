@@ -41,6 +41,15 @@ def register(app: typer.Typer) -> None:
         size: list[str] = typer.Option(None, "--size", help="Override a subsample size, NAME=INT (repeatable)."),
         max_tokens: int = typer.Option(4096, help="Padded-token budget per forward batch."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+        keep_training_data: bool = typer.Option(False, "--keep-training-data", help="Do not exclude the models' "
+                                                "training proteins from the test sets (default: excluded, per task "
+                                                "counts in results.md)."),
+        pca_cap: int = typer.Option(0, help="Principal components kept before each supervised probe "
+                                    "(0 = none; e.g. 256 to speed up large k-mer profiles)."),
+        fast: bool = typer.Option(False, "--fast", help="Subsample each mutation assay to mut_positions positions "
+                                  "(labelled in the results); default: full assays."),
+        through_head: bool = typer.Option(False, "--through-head", help="Embed through each model's trained "
+                                          "clustering head (protlens train exports with a graph objective)."),
     ) -> None:
         """Run the downstream benchmark suite (frozen embeddings) and write one comparison table."""
         from .._lock import output_lock
@@ -50,8 +59,11 @@ def register(app: typer.Typer) -> None:
         check_outputs({"-o": out}, inputs={"--heldout": heldout}, folders={"-o"})
         check_range("--max-tokens", max_tokens, 8)
         check_range("--seed", seed, 0)
+        check_range("--pca-cap", pca_cap, 0)
         check_device(device)
         with output_lock(out, parents=True):
             df = run_bench(model, tasks, out, smoke=smoke, seed=seed, data_dir=data, heldout=heldout,
-                           scoring=scoring, max_tokens=max_tokens, device=device, sizes=parse_sizes(size))
+                           scoring=scoring, max_tokens=max_tokens, device=device, sizes=parse_sizes(size),
+                           exclude_training=not keep_training_data, pca_cap=pca_cap, fast=fast,
+                           through_head=through_head)
         typer.echo(f"wrote {out / 'results.csv'} and {out / 'results.md'} ({len(df)} rows)")

@@ -1,9 +1,9 @@
 """Masked-token ECE (exponentiated cross-entropy, ComproESM section 5.2 / Table 3) on held-out sequences.
 
+The definition is :mod:`protlens._ece` (shared with the trainer, distillation and the model cards):
 15% of the residues of each held-out sequence (at least one) are replaced by ``<mask>`` at positions
 fixed by the seed, the model predicts them, and ECE = exp(mean cross-entropy) over all masked
-residues, with the distribution restricted to the 25 amino-acid tokens (so a uniform guess scores
-exactly 25, as in the paper). The uniform, unigram and 4-gram baselines are scored on the very same
+residues, with the distribution renormalised over the 25 amino-acid tokens. The uniform, unigram and 4-gram baselines are scored on the very same
 masked positions; the n-gram models are counted on the corpus minus the held-out set, and a 4-gram
 context that runs into a masked residue backs off to the residues after that mask.
 
@@ -17,21 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from .._ece import AA_TOKENS, aa_nll, mask_positions
+from .._ece import ece as ece_from_nll
+from .._training_set import rename_repeated_ids
 from ..errors import InputError
 from ..io import iter_fasta
 from ..models import ESM_ALPHABET
 from ..pp._windows import scoring_spans, span_weights
 from ._common import BenchModel, Context, Row, sample_at_most, skipped
+from .leakage import drop_training
 
 TASK = "ece"
-#: The 25 amino-acid tokens of the ESM alphabet (20 standard + X B U Z O).
-AA_TOKENS = "ACDEFGHIKLMNPQRSTVWYXBUZO"
-MASK_FRACTION = 0.15
 NGRAM_ORDER = 4
 NGRAM_PRIOR = 5.0  # Dirichlet prior weight of each back-off step
-#: Their indices in the ESM alphabet (the logits columns an amino-acid-restricted ECE keeps).
-AA_TOKEN_IDS = [ESM_ALPHABET.tok_to_idx[a] for a in AA_TOKENS]
 _BOS = len(AA_TOKENS)  # sentinel symbol padding each sequence's start for the n-gram counts
 _LUT = np.full(256, -1, dtype=np.int64)
 for _i, _a in enumerate(AA_TOKENS):
@@ -67,18 +67,17 @@ def heldout_split(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = ctx.rng(TASK)
     if ctx.heldout is not None:
         held = read_heldout(ctx.heldout, corpus)
+    elif ctx.leakage is not None and ctx.leakage.ece_holdout is not None:  # the trained models' own split
+        corpus = corpus.assign(id=rename_repeated_ids(corpus["id"]))
+        held = corpus.set_index("id").loc[ctx.leakage.ece_holdout, ["sequence"]].reset_index()
     else:
         held = corpus.iloc[np.sort(rng.choice(len(corpus), size=len(corpus) // 10, replace=False))]
+    held = drop_training(ctx, TASK, held)
     train = corpus[~corpus["id"].isin(held["id"]) & ~corpus["sequence"].isin(held["sequence"])]
     if ctx.smoke:
         train = train.iloc[:2000]
     held = held.iloc[sample_at_most(range(len(held)), ctx.sizes["ece_seqs"], rng)]
     return held[["id", "sequence"]].reset_index(drop=True), train[["id", "sequence"]]
-
-
-def mask_positions(lengths: list[int], rng: np.random.Generator) -> list[np.ndarray]:
-    """Sorted 0-based residue positions to mask, 15% of each sequence (at least one)."""
-    return [np.sort(rng.choice(n, size=max(1, round(MASK_FRACTION * n)), replace=False)) for n in lengths]
 
 
 class NgramLM:
@@ -146,7 +145,6 @@ def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> fl
     masked residues.
     """
     reach = model.model.max_residues
-    aa_ids = np.array(AA_TOKEN_IDS)
     rows, where, owners = [], [], []
     for k, (s, pos) in enumerate(zip(seqs, masks)):
         for start, end in scoring_spans(len(s), reach):
@@ -160,13 +158,16 @@ def model_ece(model: BenchModel, seqs: list[str], masks: list[np.ndarray]) -> fl
     reads: dict[tuple[int, int], list[tuple[tuple[int, int], np.ndarray]]] = {}
     for (k, span, inside), lp in zip(owners, model.log_probs(rows, where)):
         for j, p in enumerate(inside):
-            reads.setdefault((k, int(p)), []).append((span, lp[j, aa_ids]))
-    nll = []
+            reads.setdefault((k, int(p)), []).append((span, lp[j]))
+    scores, targets = [], []
     for (k, p), items in reads.items():
         weights = dict(span_weights([span for span, _ in items], [p], len(seqs[k])))
-        lp = sum(weights[span] * row for span, row in items)
-        nll.append(np.logaddexp.reduce(lp) - lp[encode(seqs[k][p])[0]])
-    return float(np.exp(np.mean(nll)))
+        scores.append(sum(weights[span] * row for span, row in items))
+        targets.append(ESM_ALPHABET.tok_to_idx[seqs[k][p]])
+    if not targets:
+        return ece_from_nll(0.0, 0)
+    nll = aa_nll(torch.from_numpy(np.stack(scores)), torch.as_tensor(targets))
+    return ece_from_nll(float(nll.double().sum()), len(targets))
 
 
 def _prepare(ctx: Context) -> tuple[pd.DataFrame, list[str], list[np.ndarray], pd.DataFrame]:
@@ -210,5 +211,10 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
         return skipped(TASK, "model has no masked-LM logits")
     held, seqs, masks, _ = _prepare(ctx)
     n_tok = int(sum(len(m) for m in masks))
-    note = "held-out: " + (str(ctx.heldout) if ctx.heldout else f"seeded 10% of corpus (seed {ctx.seed})")
+    if ctx.heldout:
+        note = f"held-out: {ctx.heldout}"
+    elif ctx.leakage is not None and ctx.leakage.ece_holdout is not None:
+        note = "held-out: the trained models' ece_holdout split"
+    else:
+        note = f"held-out: seeded 10% of corpus (seed {ctx.seed})"
     return [Row(TASK, "ece", model_ece(model, seqs, masks), n_tok, f"{len(seqs)} sequences; {note}")]

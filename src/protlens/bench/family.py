@@ -29,9 +29,9 @@ TEN_EPOCHS = 20
 TEN_TRAIN, TEN_TEST = 50, 10
 
 
-def linear_probe(x: np.ndarray, y: np.ndarray, is_train: np.ndarray, seed: int) -> float:
+def linear_probe(x: np.ndarray, y: np.ndarray, is_train: np.ndarray, seed: int, pca_cap: int = 0) -> float:
     """Test accuracy of a softmax linear layer fitted on the training rows."""
-    clf = head(LogisticRegression(C=1.0, max_iter=2000, random_state=seed), seed)
+    clf = head(LogisticRegression(C=1.0, max_iter=2000, random_state=seed), seed, pca_cap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x[is_train], y[is_train])
@@ -50,12 +50,13 @@ def _probe_split(ctx: Context, name: str, frame: pd.DataFrame, label: str) -> pd
 def ten_family_set(ctx: Context) -> pd.DataFrame:
     """The 10 most common CATH superfamilies, 60 domains each (seeded), split 50/10 per class."""
     df = cath_domains(ctx)
-    per = ctx.sizes["tenfam_per_class"]
-    top = df["superfamily"].value_counts().index[:10]
+    counts = df["superfamily"].value_counts()
+    top = counts.index[:10]
     rng = ctx.rng(f"{TASK}/ten")
-    n_test = max(1, round(per * TEN_TEST / (TEN_TRAIN + TEN_TEST)))
     parts = []
-    for sf in top:
+    for sf in top:  # a class smaller than tenfam_per_class (training data excluded) keeps all its members
+        per = min(ctx.sizes["tenfam_per_class"], int(counts[sf]))
+        n_test = max(1, round(per * TEN_TEST / (TEN_TRAIN + TEN_TEST)))
         sub = df[df["superfamily"] == sf].sample(per, random_state=int(rng.integers(2**31)))
         parts.append(sub.assign(split=["train"] * (per - n_test) + ["test"] * n_test))
     out = pd.concat(parts, ignore_index=True)
@@ -68,7 +69,8 @@ def ten_family(ctx: Context, model: BenchModel) -> list[Row]:
     x = model.pooled(data["sequence"].tolist())
     y = data["superfamily"].to_numpy()
     tr = (data["split"] == "train").to_numpy()
-    clf = head(SGDClassifier(loss="log_loss", max_iter=TEN_EPOCHS, tol=None, random_state=ctx.seed), ctx.seed)
+    clf = head(SGDClassifier(loss="log_loss", max_iter=TEN_EPOCHS, tol=None, random_state=ctx.seed), ctx.seed,
+               ctx.pca_cap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x[tr], y[tr])
@@ -100,8 +102,12 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
     rows = []
     for name, frame, label in (("ec3", enzyme_subset(ctx), "ec3"), ("cath", cath_pool(ctx), "superfamily")):
         data = _probe_split(ctx, name, frame, label)
+        if data[label].nunique() < 2:
+            rows.append(Row(TASK, f"{name}_acc", float("nan"), 0, "fewer than 2 classes left after excluding "
+                            "the models' training proteins"))
+            continue
         x = model.pooled(data["sequence"].tolist())
-        acc = linear_probe(x, data[label].to_numpy(), (data["split"] == "train").to_numpy(), ctx.seed)
+        acc = linear_probe(x, data[label].to_numpy(), (data["split"] == "train").to_numpy(), ctx.seed, ctx.pca_cap)
         rows.append(Row(TASK, f"{name}_acc", acc, int((data["split"] == "test").sum()),
                         f"{data[label].nunique()} classes"))
     return rows + ten_family(ctx, model)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._common import BenchModel, Context, Row, enzyme_subset, stratified_half_split
+from ._common import BenchModel, Context, Row, enzyme_subset, skipped, stratified_half_split
 
 TASK = "function"
 N_CHOICES = 4
@@ -104,6 +104,8 @@ def nearest_neighbour_accuracy(x: np.ndarray, ec: np.ndarray, is_train: np.ndarr
 
 def run(ctx: Context, model: BenchModel) -> list[Row]:
     data = enzyme_subset(ctx)
+    if data["ec3"].nunique() < 2:
+        return skipped(TASK, "fewer than 2 EC classes left after excluding the models' training proteins")
     rng = ctx.rng(TASK)
     is_train = stratified_half_split(data["ec3"].to_numpy(), rng)
     all_labels = sorted(set(pd.read_csv(ctx.data("function", "enzymes_ec_split10.tsv"), sep="\t",

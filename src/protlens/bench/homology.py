@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ._common import BenchModel, Context, Row, cosine_matrix, read_fasta_dict, sample_at_most
+from .leakage import drop_training
 
 TASK = "homology"
 CLASSES = ("a",)
@@ -38,7 +39,7 @@ def scop_set(ctx: Context) -> pd.DataFrame:
         fold = ".".join(parts[:2])
         if parts[0] in CLASSES and fold not in EXCLUDED_FOLDS and len(seq) <= ctx.sizes["max_len"]:
             rows.append((dom, seq, fold, ".".join(parts[:3]), sccs))
-    df = pd.DataFrame(rows, columns=["id", "sequence", "fold", "superfamily", "family"])
+    df = drop_training(ctx, "scop40", pd.DataFrame(rows, columns=["id", "sequence", "fold", "superfamily", "family"]))
     keep = sample_at_most(range(len(df)), ctx.sizes["scop_domains"], ctx.rng(TASK))
     df = df.iloc[keep].reset_index(drop=True)
     ctx.write_split(TASK, df[["id", "family"]])

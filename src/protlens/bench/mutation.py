@@ -226,7 +226,7 @@ def spearman(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 def list_assays(ctx: Context) -> list[Assay]:
-    """Every ``dms/*.csv`` with its FASTA, plus the ESM example; subsampled to a few positions each."""
+    """Every ``dms/*.csv`` with its FASTA, plus the ESM example; whole assays unless ``--fast`` (or smoke)."""
     return ctx.memo(TASK, lambda: _list_assays(ctx))
 
 
@@ -246,7 +246,8 @@ def _list_assays(ctx: Context) -> list[Assay]:
     assays = []
     for csv, fasta, name, col in items:
         wt = next(iter(iter_fasta(fasta)))[1].upper()
-        assays.append(subsample_positions(load_assay(csv, wt, name, score_col=col), ctx))
+        assay = load_assay(csv, wt, name, score_col=col)
+        assays.append(subsample_positions(assay, ctx) if ctx.fast or ctx.smoke else assay)
     return assays
 
 
@@ -280,7 +281,7 @@ def baselines(ctx: Context) -> dict[str, list[Row]]:
     assays = list_assays(ctx)
     _write_split(ctx, assays)
     per = {a.name: (spearman(blosum62_scores(a.variants), a.fitness), len(a.variants)) for a in assays}
-    return {"blosum62": _rows(per, assays, "sum of BLOSUM62(wt, mt)")}
+    return {"blosum62": _rows(per, assays, f"sum of BLOSUM62(wt, mt); {scope(ctx)}")}
 
 
 def run(ctx: Context, model: BenchModel) -> list[Row]:
@@ -299,4 +300,11 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
     for a in assays:
         pred = score_variants(model, a.wt, a.variants, ctx.scoring)
         per[a.name] = (spearman(pred, a.fitness), int(np.isfinite(pred).sum()))
-    return _rows(per, assays, f"{ctx.scoring}; {ctx.sizes['mut_positions']} positions per assay")
+    return _rows(per, assays, f"{ctx.scoring}; {scope(ctx)}")
+
+
+def scope(ctx: Context) -> str:
+    """How much of each assay was scored (for the results table)."""
+    if ctx.fast or ctx.smoke:
+        return f"subsampled: {ctx.sizes['mut_positions']} seeded positions per assay (--fast)"
+    return "full assays"

@@ -101,13 +101,13 @@ def yeast(ctx: Context) -> tuple[pd.DataFrame, dict[str, str]]:
     return _assign_splits(df, rng), seqs
 
 
-def evaluate(x: np.ndarray, y: np.ndarray, split: np.ndarray, seed: int) -> tuple[float, float, int]:
+def evaluate(x: np.ndarray, y: np.ndarray, split: np.ndarray, seed: int, pca_cap: int = 0) -> tuple[float, float, int]:
     """(accuracy, AUROC, n test) of the pair classifier trained on ``split == 'train'``."""
     tr, te = split == "train", split == "test"
     if len(np.unique(y[tr])) < 2 or len(np.unique(y[te])) < 2:
         return float("nan"), float("nan"), int(te.sum())
     clf = head(MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-2, max_iter=200, early_stopping=len(y[tr]) >= 50,
-                             random_state=seed), seed)
+                             random_state=seed), seed, pca_cap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x[tr], y[tr])
@@ -125,7 +125,7 @@ def run(ctx: Context, model: BenchModel) -> list[Row]:
         x = pair_features(np.stack([emb[a] for a in df["a"]]), np.stack([emb[b] for b in df["b"]]))
         y = df["label"].to_numpy()
         for split in ("random", "disjoint"):
-            acc, auc, n = evaluate(x, y, df[split].to_numpy(), ctx.seed)
+            acc, auc, n = evaluate(x, y, df[split].to_numpy(), ctx.seed, ctx.pca_cap)
             note = f"{len(proteins)} proteins, {len(df)} pairs"
             rows += [Row(TASK, f"{name}_{split}_acc", acc, n, note), Row(TASK, f"{name}_{split}_auroc", auc, n)]
     return rows

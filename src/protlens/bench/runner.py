@@ -1,7 +1,8 @@
 """Run the downstream tasks for several models and write one comparison table (models as rows).
 
 Outputs in ``out``: ``results.csv`` (one row per model, task and metric, with seconds and notes),
-``results.md`` (a Table-1-like summary, then one table per task, skips and timings), the splits
+``results.md`` (a Table-1-like summary, the training data kept out of each task (bench.leakage), one
+table per task, skips and timings), the splits
 (``splits/``), figures (``figures/``) and ``mutation_skipped.tsv``. Model-independent baselines
 (uniform / unigram / 4-gram ECE, BLOSUM62 mutation scores) appear as extra rows ``baseline:*``.
 """
@@ -20,6 +21,7 @@ from ..errors import InputError
 from ..models import ESM2_ARCHS, EsmPLM, KmerEmbedder, esm2_config, load_model
 from . import activity, ece, family, figures, function, homology, mutation, ppi, similarity
 from ._common import SIZES, BenchModel, Context, Row, default_data_dir, skipped
+from .leakage import Leakage, report_lines
 
 TASKS = {
     "ece": ece, "family": family, "mutation": mutation, "activity": activity, "ppi": ppi,
@@ -81,8 +83,17 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
               smoke: bool = False, seed: int = 0, data_dir: str | Path | None = None,
               heldout: str | Path | None = None, scoring: str = "masked-marginals", max_tokens: int = 4096,
               device: str = "auto", sizes: dict[str, int] | None = None, baselines: bool = True,
-              progress: bool = True) -> pd.DataFrame:
-    """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows."""
+              progress: bool = True, exclude_training: bool = True, pca_cap: int = 0,
+              fast: bool = False, through_head: bool = False,
+              exclude_training_of: Sequence[str] = ()) -> pd.DataFrame:
+    """Run ``tasks`` for every model (frozen), write DIR/results.csv and DIR/results.md, return the rows.
+
+    ``exclude_training``: keep every given model's training proteins out of the test pools (models
+    without training metadata are listed as "leakage unknown"; ``exclude_training_of`` adds models not
+    run here, so a run of one baseline uses the same test pools as a run of a trained model); ``pca_cap``: principal components
+    before each supervised probe (0 = none); ``fast``: subsample the mutation assays; ``through_head``:
+    embed through each model's trained clustering head where it has one (others: plain embeddings).
+    """
     from ..pp._embed import resolve_device
 
     if not models:
@@ -99,10 +110,13 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, data_dir=Path(data_dir) if data_dir else default_data_dir(), seed=seed, smoke=smoke,
                   heldout=Path(heldout) if heldout else None, scoring=scoring, max_tokens=max_tokens,
-                  device=str(resolve_device(device)), sizes=dict(sizes or {}))
+                  device=str(resolve_device(device)), sizes=dict(sizes or {}), pca_cap=pca_cap, fast=fast,
+                  leakage=Leakage.from_models(list(dict.fromkeys([*models, *exclude_training_of])))
+                  if exclude_training else None)
     if not ctx.data_dir.exists():
         raise InputError(f"benchmark data folder {ctx.data_dir} does not exist (pass --data)")
     records: list[dict] = []
+    embedding_notes: dict[str, str] = {}
 
     def log(msg: str) -> None:
         if progress:
@@ -128,7 +142,11 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
         plm = resolve_model(name, seed)
         if isinstance(plm, EsmPLM):
             plm.to(ctx.device)
-        bm = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device)
+        head = model_head(name, plm) if through_head else None
+        if through_head:
+            embedding_notes[name] = ("pooled embeddings mapped through its trained clustering head" if head is not None
+                                     else "no clustering head: plain mean-pooled last layer")
+        bm = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device, head=head)
         log(f"{name}: loaded in {time.perf_counter() - t0:.1f}s")
         for t in task_names:
             t0 = time.perf_counter()
@@ -140,9 +158,21 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
             add(name, rows, dt)
             log(f"{name} / {t}: {dt:.1f}s ({bm.residues_embedded} residues embedded so far)")
     df = pd.DataFrame(records, columns=COLUMNS)
+    df.attrs["excluded"] = dict(ctx.excluded)  # per pool (removed, kept), for reports that merge several runs
     df.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(markdown_report(df, ctx, list(models), task_names))
+    (out / "results.md").write_text(markdown_report(df, ctx, list(models), task_names, embedding_notes))
     return df
+
+
+def model_head(name: str, plm) -> torch.nn.Module | None:
+    """The clustering head exported with a model folder (bundled or a path), if it has one."""
+    from ..models import BUNDLED, bundled_path
+    from ..train.module import load_cluster_head
+
+    if not isinstance(plm, EsmPLM):
+        return None
+    folder = bundled_path(name) if name in BUNDLED else Path(name).expanduser()
+    return load_cluster_head(folder, plm.hidden_size) if folder.is_dir() else None
 
 
 def _fmt(v: float) -> str:
@@ -159,8 +189,9 @@ def _table(frame: pd.DataFrame, index: list[str], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: list[str]) -> str:
-    """Summary table (models as rows), per-task tables, skips and timings."""
+def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: list[str],
+                    embedding_notes: dict[str, str] | None = None) -> str:
+    """Summary table (models as rows), leakage, per-task tables, skips and timings."""
     ok = df[df["metric"] != "skipped"]
     order = [m for m in dict.fromkeys(df["model"]) if m.startswith("baseline:")] + models
     wide = ok.assign(col=ok["task"] + "/" + ok["metric"]).pivot_table(index="model", columns="col", values="value",
@@ -170,9 +201,14 @@ def markdown_report(df: pd.DataFrame, ctx: Context, models: list[str], tasks: li
     parts = [
         "## Summary (models as rows; – = not applicable or skipped)", "",
         f"seed {ctx.seed}; {'smoke subsets' if ctx.smoke else 'default subsets'}: "
-        + ", ".join(f"{k}={v}" for k, v in ctx.sizes.items()), "",
+        + ", ".join(f"{k}={v}" for k, v in ctx.sizes.items())
+        + f"; supervised probes on {f'at most {ctx.pca_cap} principal components' if ctx.pca_cap else 'all dimensions'}"
+        + f"; mutation: {mutation.scope(ctx)}", "",
         _table(summary, order, [label for _, label in head]), "",
+        *report_lines(ctx, models, tasks),
     ]
+    if embedding_notes:
+        parts += ["### Embeddings (--through-head)", "", *(f"- {m}: {n}" for m, n in embedding_notes.items()), ""]
     for t in tasks:
         sub = ok[ok["task"] == t]
         if sub.empty:

@@ -38,6 +38,7 @@ class TrainConfig:
     hidden_size: int = 320
     num_heads: int = 20
     cluster_dim: int = 0  #: clustering-space dimension (0 = hidden size)
+    cluster_head: str = "mlp"  #: mlp (separate 2-layer projection), linear, or none (score P itself, eq. 7)
     # --- objective ---
     objective: str = "mlm+graph"  #: mlm, graph or mlm+graph
     w: float = 0.2  #: family weight in L_commu = w L_family + (1 - w) L_superfamily
@@ -45,7 +46,7 @@ class TrainConfig:
     graph_normalize: bool = False  #: L2-normalise protein and node vectors before the inner product
     graph_temperature: float = 1.0  #: logits are divided by this
     graph_weight: float = 1.0  #: multiplies L_commu in L_model (1 = published)
-    delay_k: int = 1  #: superfamily nodes get their accumulated gradient every K optimizer steps
+    delay_k: int = 4  #: superfamily nodes get their accumulated gradient every K optimizer steps (1 = no delay)
     mask_prob: float = 0.15
     # --- optimisation ---
     lr: float = 5e-5

@@ -17,18 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._ece import n_masked
+from .._training_set import rename_repeated_ids
 from ..errors import InputError
 from ..models import ESM_ALPHABET
 
 LABEL_SEP = ";"  #: several labels of one protein in one cell: "cath:1.10.8.10;cath:3.40.50.300"
 #: token ids of the 20 standard residues (random replacements in MLM are drawn from these)
 STANDARD_AA = np.array([ESM_ALPHABET.tok_to_idx[a] for a in "LAGVSERTIDPKQNFYMHWC"], dtype=np.int64)
-
-
-def rename_repeated_ids(ids: pd.Series) -> pd.Series:
-    """Later copies of a repeated id become ``id#2``, ``id#3``, ... (the names used in splits.tsv)."""
-    k = ids.groupby(ids).cumcount()
-    return ids.where(k == 0, ids + "#" + (k + 1).astype(str))
 
 
 def read_corpus(path: str | Path, drop_label_prefixes: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
@@ -150,11 +146,10 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.
                 all_mask: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """BERT corruption of residue ids: pick ``mask_prob`` of them (at least one); 80% <mask>, 10% random, 10% kept.
 
-    ``all_mask`` replaces every picked residue by <mask> (evaluation: masked-token ECE, as in
-    protlens.bench.ece). Returns (corrupted ids, targets with -100 where not picked).
+    ``all_mask`` replaces every picked residue by <mask> (evaluation: masked-token ECE, protlens._ece). Returns (corrupted ids, targets with -100 where not picked).
     """
     n = len(ids)
-    n_pick = max(1, int(round(mask_prob * n)))
+    n_pick = n_masked(n, mask_prob)
     pos = rng.choice(n, size=n_pick, replace=False)
     labels = np.full(n, -100, dtype=np.int64)
     labels[pos] = ids[pos]

@@ -7,11 +7,16 @@ Three terms, as in TinyBERT (Jiao et al. 2020) and the ComproESM student:
   are averaged because student and teacher may have different head counts);
 - soft MLM logits: T^2 * KL(teacher || student) of temperature-T softmaxes at the masked positions.
 The student is exported like any ``protlens train`` run (HF folder + model card), so load_model reads it.
+
+Splits: when the teacher carries its training table (``training_set.tsv.gz``, see
+protlens._training_set), every distillation sequence keeps the teacher's split (matched by id, else by
+sequence): the student's held-out sets are the teacher's, and the teacher's held-out proteins never
+become student training data. Sequences the teacher never listed are training data for the student.
+A teacher without that table gets a fresh seeded split and a warning. Held-out ECE: protlens._ece.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _ece
+from .._training_set import read_training_set, sequence_key, training_frame
 from ..errors import InputError
 from .config import DistillConfig, config_to_dict
 from .data import Collator, eval_batches, file_sha256, make_splits, plan_epoch, read_corpus
@@ -85,16 +92,40 @@ def _teacher_targets(teacher, b, mapping: list[int]):
 
 @torch.no_grad()
 def masked_ece(hf, collator: Collator, batches: list[np.ndarray], key: tuple[int, ...], device) -> float:
-    """exp(mean masked-token cross-entropy) of an HF ``EsmForMaskedLM`` on fixed held-out batches."""
+    """Masked-token ECE (protlens._ece) of an HF ``EsmForMaskedLM`` on fixed held-out batches.
+
+    ``collator`` must mask every picked residue (``all_mask=True``).
+    """
     hf.eval()
     tot, n = 0.0, 0
     for idx in batches:
         b = collator(idx, key, random_crop=False).to(device)
         logits = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
         sel = b.labels.ne(-100)
-        tot += float(F.cross_entropy(logits[sel].float(), b.labels[sel], reduction="sum"))
+        tot += float(_ece.aa_nll(logits[sel], b.labels[sel]).double().sum())
         n += int(sel.sum())
-    return math.exp(tot / max(n, 1))
+    return _ece.ece(tot, n)
+
+
+def teacher_splits(df, teacher_source: str, seed: int, ece_frac: float):
+    """(split per sequence of ``df``, where it came from): the teacher's own split where it exports one."""
+    import pandas as pd
+
+    from ..models import BUNDLED, bundled_path
+
+    folder = bundled_path(teacher_source) if teacher_source in BUNDLED else Path(teacher_source)
+    table = read_training_set(folder) if folder.is_dir() else None
+    if table is None:
+        print(f"protlens distill: warning: teacher '{teacher_source}' carries no training table; the student's "
+              "split is drawn afresh, so its held-out sequences may include the teacher's training data",
+              file=sys.stderr)
+        return make_splits(df, seed, ece_frac), "fresh seeded split (teacher exports none)"
+    by_id = dict(zip(table["id"], table["split"]))
+    by_seq = dict(zip(table["sequence_sha1"], table["split"]))
+    split = [by_id.get(i) or by_seq.get(sequence_key(s)) or "train" for i, s in zip(df["id"], df["sequence"])]
+    known = sum(i in by_id or sequence_key(s) in by_seq for i, s in zip(df["id"], df["sequence"]))
+    return pd.Series(split, index=df.index, dtype=object), (
+        f"teacher's split ({known} of {len(df)} sequences listed by the teacher; the rest train)")
 
 
 def distill(config: DistillConfig) -> TrainResult:
@@ -127,11 +158,14 @@ def distill(config: DistillConfig) -> TrainResult:
     model, opt = acc.prepare(model, opt)
 
     df = read_corpus(cfg.data)
-    split = make_splits(df, cfg.split_seed, cfg.ece_holdout_frac)
+    split, split_source = teacher_splits(df, cfg.teacher, cfg.split_seed, cfg.ece_holdout_frac)
     tr = df[split.eq("train").to_numpy()].reset_index(drop=True)
+    if tr.empty:
+        raise InputError(f"{cfg.data}: no sequence is in the teacher's training split; nothing to distill on")
     ho = df[split.eq("ece_holdout").to_numpy()].reset_index(drop=True).iloc[: cfg.eval_max_seqs]
     col = Collator(tr["sequence"].tolist(), [[]] * len(tr), [[]] * len(tr), None, cfg.crop, cfg.mask_prob)
-    hcol = Collator(ho["sequence"].tolist(), [[]] * len(ho), [[]] * len(ho), None, cfg.crop, cfg.mask_prob)
+    hcol = Collator(ho["sequence"].tolist(), [[]] * len(ho), [[]] * len(ho), None, cfg.crop, cfg.mask_prob,
+                    all_mask=True)
     lengths = np.minimum(tr["sequence"].str.len().to_numpy(), cfg.crop) + 2
     hbatches = eval_batches(np.minimum(ho["sequence"].str.len().to_numpy(), cfg.crop) + 2, cfg.max_tokens) if len(ho) else []
     world, rank = acc.num_processes, acc.process_index
@@ -186,13 +220,15 @@ def distill(config: DistillConfig) -> TrainResult:
     metrics = {"steps": step, "tokens": tokens, "elapsed_s": round(time.time() - t0, 1),
                "ece_heldout": masked_ece(unwrapped.student, hcol, hbatches, key, acc.device) if hbatches else float("nan"),
                "teacher_ece_heldout": masked_ece(teacher, hcol, hbatches, key, acc.device) if hbatches else float("nan"),
-               "teacher": cfg.teacher, "layer_map": mapping}
+               "ece_definition": _ece.DEFINITION, "teacher": cfg.teacher, "layer_map": mapping}
     export_dir = out_dir / "export"
     if acc.is_main_process:
         unwrapped.student.set_attn_implementation("sdpa")
         info = {"data": str(Path(cfg.data).resolve()), "data_sha256": file_sha256(cfg.data),
-                "train_sequences": len(tr), "teacher_weights": plm.weights_hash,
+                "train_sequences": len(tr), "split_source": split_source,
+                "split_counts": split.value_counts().to_dict(), "teacher_weights": plm.weights_hash,
                 "parameters": sum(p.numel() for p in unwrapped.student.parameters())}
-        export_model(ComproModule(unwrapped.student, objective="mlm"), export_dir, config_to_dict(cfg), metrics, info=info)
+        export_model(ComproModule(unwrapped.student, objective="mlm"), export_dir, config_to_dict(cfg), metrics, info=info,
+                     training_set=training_frame(df["id"], split, df["family"], df["superfamily"], df["sequence"]))
     acc.wait_for_everyone()
     return TrainResult(out_dir, export_dir, step, tokens, metrics)

@@ -7,8 +7,10 @@ same however the step is split over processes and micro-batches (tested).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,40 @@ from torch import nn
 from ..models import ESM_ALPHABET
 
 OBJECTIVES = ("mlm", "graph", "mlm+graph")
+#: Where the link-prediction score is computed: ``mlp`` (a separate two-layer projection of P, the
+#: paper's "two distinct fully connected networks"), ``linear`` (one linear map of P) or ``none``
+#: (the inner product on the pooled protein vector P itself, eq. 7: the space downstream tasks use).
+CLUSTER_HEADS = ("mlp", "linear", "none")
+
+
+def make_cluster_head(kind: str, hidden: int, dim: int) -> nn.Module:
+    """The clustering head of one of :data:`CLUSTER_HEADS`, mapping P (``hidden``) to ``dim``."""
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden), nn.Linear(hidden, dim))
+    if kind == "linear":
+        return nn.Linear(hidden, dim)
+    if kind == "none":
+        if dim != hidden:
+            raise ValueError(f"cluster head 'none' scores P itself: cluster_dim must be 0 or {hidden}, not {dim}")
+        return nn.Identity()
+    raise ValueError(f"cluster head must be one of {CLUSTER_HEADS}, not '{kind}'")
+
+
+def load_cluster_head(folder: str | Path, hidden: int) -> nn.Module | None:
+    """The trained clustering head of an export folder (None for runs without a graph objective)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    path = folder / "protlens_heads.safetensors"
+    if not path.exists():
+        return None
+    conf_file = folder / "training_config.json"
+    kind = json.loads(conf_file.read_text()).get("cluster_head", "mlp") if conf_file.exists() else "mlp"
+    tensors = load_file(str(path))
+    head = make_cluster_head(kind, hidden, tensors["family_nodes"].shape[1])
+    head.load_state_dict({k[len("cluster_head."):]: v.float() for k, v in tensors.items()
+                          if k.startswith("cluster_head.")})
+    return head.eval()
 
 
 @dataclass
@@ -73,14 +109,14 @@ def residue_mean(hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
 class ComproModule(nn.Module):
     """ESM-2 (an HF ``EsmForMaskedLM``) + clustering head + family/superfamily node tables.
 
-    The MLM head is ESM-2's own ``lm_head`` (dense, GELU, LayerNorm, decoder); the clustering head is a
-    separate network of the same shape mapping the protein vector P into the clustering space, as the
-    paper prescribes two separate projections.
+    The MLM head is ESM-2's own ``lm_head`` (dense, GELU, LayerNorm, decoder); the clustering head
+    (``head``, one of :data:`CLUSTER_HEADS`) maps the protein vector P into the clustering space: by
+    default a separate network of the same shape, as the paper prescribes two separate projections.
     """
 
     def __init__(self, hf_model, n_families: int = 0, n_superfamilies: int = 0, cluster_dim: int = 0,
                  objective: str = "mlm+graph", softmax: str = "batch", normalize: bool = False,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, head: str = "mlp") -> None:
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}")
@@ -97,7 +133,7 @@ class ComproModule(nn.Module):
         if self.use_graph:
             D = hf_model.config.hidden_size
             d = cluster_dim or D
-            self.cluster_head = nn.Sequential(nn.Linear(D, D), nn.GELU(), nn.LayerNorm(D), nn.Linear(D, d))
+            self.cluster_head = make_cluster_head(head, D, d)
             self.family_nodes = nn.Parameter(torch.randn(n_families, d) / math.sqrt(d))
             self.superfamily_nodes = nn.Parameter(torch.randn(n_superfamilies, d) / math.sqrt(d))
 

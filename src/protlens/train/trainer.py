@@ -27,15 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench.ece import AA_TOKEN_IDS
+from .. import _ece
+from .._training_set import training_frame, write_training_set
 from ..errors import InputError
-from ..models import ESM_ALPHABET
 from .config import TrainConfig, config_to_dict
 from .data import (
     Collator, LabelVocab, drop_small_families, eval_batches, file_sha256, fill_labels, make_splits,
     plan_epoch, read_corpus, seq_rng, shard_step,
 )
-from .module import OBJECTIVES, ComproModule, LossSums, combine
+from .module import CLUSTER_HEADS, OBJECTIVES, ComproModule, LossSums, combine
 
 CSV_FIELDS = ["step", "epoch", "tokens", "elapsed_s", "lr", "loss", "mlm", "family", "superfamily", "commu",
               "tokens_per_s", "ece_heldout"]
@@ -62,6 +62,11 @@ def validate(cfg: TrainConfig) -> None:
         raise InputError(f"graph_softmax '{cfg.graph_softmax}' unknown; use batch or full")
     if not 0.0 <= cfg.w <= 1.0:
         raise InputError(f"w = {cfg.w}: must lie in [0, 1]")
+    if cfg.cluster_head not in CLUSTER_HEADS:
+        raise InputError(f"cluster_head '{cfg.cluster_head}' unknown; use one of {', '.join(CLUSTER_HEADS)}")
+    if cfg.cluster_head == "none" and cfg.cluster_dim not in (0, cfg.hidden_size):
+        raise InputError(f"cluster_head none scores the protein vector itself: cluster_dim must be 0, "
+                         f"not {cfg.cluster_dim}")
     if cfg.delay_k < 1:
         raise InputError(f"delay_k = {cfg.delay_k}: must be >= 1 (1 = no delay)")
     if not 1 <= cfg.crop <= 1022:
@@ -178,10 +183,6 @@ def _latest_checkpoint(out_dir: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _n_masked(length: int, mask_prob: float) -> int:
-    return max(1, int(round(mask_prob * length)))
-
-
 class Trainer:
     """Holds one run's state; :func:`train` is the public entry point."""
 
@@ -219,6 +220,7 @@ class Trainer:
 
             pd.DataFrame({"id": df["id"], "split": split}).to_csv(self.out / "splits.tsv", sep="\t", index=False)
         self.split_counts = split.value_counts().to_dict()
+        self.training_set = training_frame(df["id"], split, df["family"], df["superfamily"], df["sequence"])
         train_df = df[split.eq("train").to_numpy()].reset_index(drop=True)
         if train_df.empty:
             raise InputError(f"{cfg.data}: no training sequences left after the held-out splits")
@@ -252,10 +254,6 @@ class Trainer:
                                      cfg.crop, cfg.mask_prob, mlm=True, all_mask=True)
         lens = np.minimum(ece_df["sequence"].str.len().to_numpy(), cfg.crop) + 2
         self.ece_batches = eval_batches(lens, cfg.max_tokens) if len(ece_df) else []
-        # held-out ECE keeps the amino-acid logits only; _aa_index maps a token id to its column
-        self._aa_ids = torch.tensor(AA_TOKEN_IDS, device=self.acc.device)
-        self._aa_index = torch.full((len(ESM_ALPHABET),), -100, dtype=torch.long, device=self.acc.device)
-        self._aa_index[self._aa_ids] = torch.arange(len(AA_TOKEN_IDS), device=self.acc.device)
         self.tokens_per_step = cfg.max_tokens * cfg.grad_accum * self.world
         self.min_seqs = self.world * cfg.grad_accum
 
@@ -266,7 +264,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + 1)
         v = self.vocab
         module = ComproModule(hf, len(v.families) if v else 0, len(v.superfamilies) if v else 0, cfg.cluster_dim,
-                              cfg.objective, cfg.graph_softmax, cfg.graph_normalize, cfg.graph_temperature)
+                              cfg.objective, cfg.graph_softmax, cfg.graph_normalize, cfg.graph_temperature,
+                              cfg.cluster_head)
         module.train()
         self.n_params = sum(p.numel() for p in hf.parameters())
         groups, sf = _param_groups(module, cfg)
@@ -324,11 +323,7 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_ece(self) -> float:
-        """exp(mean masked-token cross-entropy) on the fixed held-out subset (same masks every time).
-
-        Defined as in protlens.bench.ece: every picked residue is <mask>, and the softmax runs over
-        the 25 amino-acid tokens (uniform = 25), so the logged curve and the benchmark agree.
-        """
+        """Masked-token ECE (:mod:`protlens._ece`) on the fixed held-out subset (same masks every time)."""
         if not self.ece_batches:
             return float("nan")
         m = self.module
@@ -340,12 +335,11 @@ class Trainer:
                 hidden = m.encode(b.input_ids, b.attention_mask)
                 sel = b.labels.ne(-100)
                 logits = m.hf.lm_head(hidden[sel]).float()
-            target = self._aa_index[b.labels[sel]]
-            tot[0] += torch.nn.functional.cross_entropy(logits[:, self._aa_ids], target, reduction="sum").double()
+            tot[0] += _ece.aa_nll(logits, b.labels[sel]).sum().double()
             tot[1] += sel.sum()
         tot = self.acc.reduce(tot, reduction="sum")
         m.train()
-        return float(torch.exp(tot[0] / tot[1]))
+        return _ece.ece(float(tot[0]), int(tot[1]))
 
     # -- one optimizer step -----------------------------------------------------------------------
     def _graph_targets(self, step_idx: np.ndarray, key: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +354,7 @@ class Trainer:
     def train_step(self, step_idx: np.ndarray, key: tuple[int, ...]) -> dict[str, float]:
         cfg = self.cfg
         dev = self.acc.device
-        n_masked = float(sum(_n_masked(int(L) - 2, cfg.mask_prob) for L in self.train_lengths[step_idx])) \
+        n_masked = float(sum(_ece.n_masked(int(L) - 2, cfg.mask_prob) for L in self.train_lengths[step_idx])) \
             if "mlm" in cfg.objective else 0.0
         fam_c = sf_c = None
         fam_all = sf_all = None
@@ -393,6 +387,20 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return {"terms": terms, "tokens": int(self.train_lengths[step_idx].sum())}
+
+    def sync_superfamilies(self, step: int) -> bool:
+        """The paper's delayed family -> superfamily exchange, after optimizer step ``step`` (0-based).
+
+        Superfamily nodes are left out of every step's update; their gradients accumulate, and every
+        ``delay_k``-th step one update is applied with the sum, then cleared. Returns whether it ran.
+        """
+        if self.opt_sf is None or (step + 1) % self.cfg.delay_k:
+            return False
+        for g in self.opt_sf.param_groups:
+            g["lr"] = lr_at(self.cfg, step, g["base_lr"])
+        self.opt_sf.step()
+        self.opt_sf.zero_grad(set_to_none=True)
+        return True
 
     # -- loop -------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -427,11 +435,7 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr_at(cfg, step, g["base_lr"])
             res = self.train_step(plan[sie], (cfg.seed, epoch, sie))
-            if self.opt_sf is not None and (step + 1) % cfg.delay_k == 0:
-                for g in self.opt_sf.param_groups:
-                    g["lr"] = lr_at(cfg, step, g["base_lr"])
-                self.opt_sf.step()
-                self.opt_sf.zero_grad(set_to_none=True)
+            self.sync_superfamilies(step)
             step, sie = step + 1, sie + 1
             tokens += res["tokens"]
             window += res["terms"]
@@ -476,13 +480,14 @@ class Trainer:
             bar.close()
         logger.close()
         last = history[-1] if history else {}
-        metrics = {"ece_heldout": last_ece, "steps": step, "tokens": tokens, "epochs": last.get("epoch", 0.0),
+        metrics = {"ece_heldout": last_ece, "ece_definition": _ece.DEFINITION, "steps": step, "tokens": tokens, "epochs": last.get("epoch", 0.0),
                    "elapsed_s": state["elapsed_s"], "stop_reason": stop_reason,
                    **{k: last[k] for k in ("loss", "mlm", "family", "superfamily", "commu") if k in last}}
         export_dir = None
         if self.acc.is_main_process:
             export_dir = self.out / cfg.export_name
-            export_model(self.module, export_dir, config_to_dict(cfg), metrics, self.vocab, info=self._data_info())
+            export_model(self.module, export_dir, config_to_dict(cfg), metrics, self.vocab, info=self._data_info(),
+                         training_set=self.training_set)
             print(f"protlens train: stopped at step {step} ({stop_reason}); exported {export_dir}", file=sys.stderr)
         self.acc.wait_for_everyone()
         return TrainResult(self.out, export_dir, step, tokens, metrics, history)
@@ -500,8 +505,9 @@ class Trainer:
 
 
 def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, vocab: LabelVocab | None = None,
-                 info: dict | None = None) -> Path:
-    """HF folder (safetensors + ESM vocab) that load_model reads, plus heads, label vocab and a model card."""
+                 info: dict | None = None, training_set=None) -> Path:
+    """HF folder (safetensors + ESM vocab) that load_model reads, plus heads, label vocab, a model card and
+    the split and labels of every training-corpus sequence (``training_set``, see protlens._training_set)."""
     from safetensors.torch import save_file
 
     from ..models import EsmPLM
@@ -525,6 +531,8 @@ def export_model(module: ComproModule, out: Path, conf: dict, metrics: dict, voc
         save_file(heads, str(tmp / "protlens_heads.safetensors"))
     if vocab is not None:
         (tmp / "label_vocab.json").write_text(json.dumps(vocab.to_dict()))
+    if training_set is not None:
+        write_training_set(tmp, training_set)
     (tmp / "training_config.json").write_text(json.dumps(conf, indent=2))
     (tmp / "metrics.json").write_text(json.dumps({**metrics, **(info or {})}, indent=2, default=str))
     (tmp / "MODEL_CARD.md").write_text(model_card(out.name, conf, metrics, info or {}))
@@ -553,8 +561,8 @@ Load with `protlens.models.load_model("<this folder>")`; any protlens command ac
 |---|---|
 {table(metrics)}
 
-`ece_heldout` is exp(mean cross-entropy) over the masked tokens (15%, 80/10/10 corruption, fixed seed)
-of the held-out sequences listed as `ece_holdout` in the splits file.
+`ece_heldout` is the {_ece.DEFINITION}, on the held-out sequences listed as `ece_holdout` in the
+splits file (fixed masks).
 
 ## Configuration (seed {conf.get('seed', '?')}, split seed {conf.get('split_seed', '?')})
 ```json

@@ -139,7 +139,8 @@ class BenchModel:
         todo = list(dict.fromkeys(s for s in seqs if s not in self._cache))
         if todo:
             t0 = time.perf_counter()
-            res = embed_sequences(self.model, todo, layers=(-1,), pooling="mean", max_tokens=self.max_tokens,
+            # pooling=None: the model's own default (ESM: residue mean; UniRep: h_avg)
+            res = embed_sequences(self.model, todo, layers=(-1,), pooling=None, max_tokens=self.max_tokens,
                                   device=self.device, progress=False)
             emb = next(iter(res.pooled.values()))
             if self.head is not None:

@@ -9,8 +9,7 @@ import torch
 
 from protlens.errors import InputError
 from protlens.explain import (SurrogateCNN, SurrogateScore, attribute, deletion_curves, enrichment, explain,
-                              explain_report_section, jaccard_top, locate_kinase_motifs, planted_motif_auroc,
-                              residue_track)
+                              jaccard_top, locate_kinase_motifs, planted_motif_auroc, residue_track)
 from protlens.explain.attribution import explain_surrogate, one_vs_rest, resolve_methods
 from protlens.explain.compare import overlap_table, random_jaccard
 from protlens.explain.faithfulness import surrogate_scorer
@@ -274,7 +273,9 @@ def test_explain_writes_tracks_summary_and_figures(small_result, tmp_path, tiny_
     # survives an h5ad round trip and renders into the report
     write_h5ad(adata, tmp_path / "r.h5ad")
     back = read_h5ad(tmp_path / "r.h5ad")
-    html = explain_report_section(back, tmp_path)
+    from protlens.report import explain_section_html
+
+    html = explain_section_html(back, tmp_path)
     assert html.count("data:image/png;base64,") == len(info["figures"])
     assert "held-out accuracy" in html
 

@@ -70,16 +70,26 @@ def _cluster_data(adata: ad.AnnData, method: str, use_rep: str, use_graph: str |
     A = S = X = None
     if method in ("spectral", "leiden"):
         graph_key, A = _graph_for(adata, use_graph, use_rep, metric, random_state, what)
-    if use_graph is not None:
-        G = get_graph(adata, use_graph, what)
+    built = adata.uns.get(K.NEIGHBORS, {})
+    nb = built.get("params", {})
+    if use_graph is not None and use_graph == built.get("connectivities_key", K.CONNECTIVITIES):
+        # the kNN graph of tl.neighbors: its source (a similarity or vectors) gives silhouettes and half-sample graphs
+        if nb.get("use_graph") is not None and nb["use_graph"] in adata.obsp:
+            use_graph_source, use_rep = nb["use_graph"], None
+        else:
+            use_graph_source, use_rep = None, nb.get("use_rep") or use_rep
+    else:
+        use_graph_source = use_graph
+    if use_graph_source is not None:
+        G = get_graph(adata, use_graph_source, what)
         if method in ("agglomerative", "hdbscan"):
-            _check_similarity(G, use_graph, what)
+            _check_similarity(G, use_graph_source, what)
         if not sp.issparse(G):
             S = G
-    else:
+    elif use_rep is not None:
         X = get_rep(adata, use_rep, what)
         X = _exact_low_rank(normalize(X) if metric == "cosine" else X)
-    nn = adata.uns.get(K.NEIGHBORS, {}).get("params", {}).get("n_neighbors", 15)
+    nn = nb.get("n_neighbors", 15)
     return ClusterData(X=X, S=S, A=A, n_neighbors=int(nn), metric=metric if X is not None else "cosine",
                        random_state=random_state), graph_key
 
@@ -126,15 +136,15 @@ def cluster(adata: ad.AnnData, method: str, n_clusters: int | None = None, key_a
         sweep_params = {k: params.pop(k) for k in ("min_clusters", "max_clusters", "resolutions", "stability_draws")
                         if k in params}
         sweep = k_sweep(method, data, random_state=random_state, **sweep_params, **params)
+        if k_rule is None and rule not in sweep.table:  # e.g. no silhouette on a bare graph
+            rule = next(r for r in RULES[method] if r in sweep.table)
         order = sweep.ranked(rule)
         raw = sweep.labels[:, order[0]]
-        info.update(selection=rule, k_by_rule=sweep.choice_by_rule(),
+        info.update(selection=rule, k_sweep_choice=int(order[0]), k_by_rule=sweep.choice_by_rule(),
                     k_runner_up=np.asarray([int(sweep.table["k"].iat[j]) for j in order[1:3]], dtype=np.int64),
                     k_sweep=sweep.table)
         if method == "leiden":
             info["resolution"] = float(sweep.table["resolution"].iat[order[0]])
-        if rule == "stability" and "k_by_rule" in info:
-            info["stability"] = float(sweep.table["stability"].iat[order[0]])
     elif method == "kmeans":
         est = KMeansClustering(n_clusters, random_state=random_state, **params).fit(data.X)
         raw = est.labels_

@@ -41,9 +41,9 @@ RULES: dict[str, tuple[str, ...]] = {
 }
 #: The rule each method uses by default (see benchmarks/results/auto_k.md for the evidence).
 DEFAULT_RULE: dict[str, str] = {
-    "kmeans": "silhouette",
+    "kmeans": "stability",
     "agglomerative": "silhouette",
-    "spectral": "silhouette",
+    "spectral": "eigengap",
     "leiden": "silhouette",
 }
 #: Leiden's default resolution grid.
@@ -248,6 +248,9 @@ def k_sweep(method: str, data: ClusterData, min_clusters: int = 2, max_clusters:
     if stability_draws:
         mean, sd = stability_scores(fit_all, labels, stability_draws, random_state=random_state)
         table["stability"], table["stability_sd"] = mean, sd
+    # One cluster is no clustering (and trivially "stable"): such candidates (Leiden at low resolution) never win.
+    rules = [c for c in ("modularity", "eigengap", "silhouette", "stability", "stability_sd") if c in table]
+    table.loc[table["k"] < 2, rules] = np.nan
     return KSweep(table, labels.astype(np.int64))
 
 

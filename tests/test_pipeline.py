@@ -267,11 +267,13 @@ def test_identical_sequences_say_what_to_do(families, tmp_path):
 
 
 def test_one_failing_method_keeps_the_others(families, tmp_path):
-    """HDBSCAN with its default minimum cluster size cannot run on 3 points; k-means still reports."""
+    """HDBSCAN with its default minimum cluster size cannot run on 3 points; k-means and Leiden still report
+    (automatic k on 3 points: half-sample stability is undefined, so the next rule decides)."""
     tiny = families[:3].copy()
     with pytest.warns(UserWarning, match="hdbscan failed"):
-        adata = run(tiny, out=tmp_path, **{**FAST, "n_clusters": 2, "methods": ("kmeans", "hdbscan")})
-    assert "kmeans" in adata.obs and "hdbscan" in adata.uns["pipeline"]["failed"]
+        adata = run(tiny, out=tmp_path, **{**FAST, "n_clusters": None, "methods": ("kmeans", "leiden", "hdbscan")})
+    assert adata.obs["kmeans"].nunique() == 2 and adata.uns["kmeans"]["selection"] == "silhouette"
+    assert "leiden" in adata.obs and "hdbscan" in adata.uns["pipeline"]["failed"]
     assert "hdbscan" in (tmp_path / "report.html").read_text()
 
 

@@ -391,6 +391,9 @@ def run(input: str | Path | ad.AnnData, labels: str | Path | None = None, label_
         with steps("embed"):
             pp.embed(adata, model=model, progress=progress)
         model_name = adata.uns[K.EMBED]["model"]
+        source = Path(str(adata.uns[K.EMBED].get("source", "")))
+        if source.parts and source.exists():  # so explain finds the model from any working directory
+            adata.uns[K.EMBED]["source"] = str(source.resolve())
     for mask, problem in _bad_embeddings(adata):
         if not mask.any():
             continue

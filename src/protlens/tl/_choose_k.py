@@ -120,7 +120,8 @@ class KSweep:
         scores = self.table[rule].to_numpy(dtype=float)
         finite = np.flatnonzero(np.isfinite(scores))
         if not len(finite):
-            raise InputError(f"could not choose the number of clusters by {rule}: no candidate has a defined score")
+            raise InputError(f"could not choose the number of clusters by {rule}: no candidate has a defined score "
+                             "(too few or too similar sequences?); give the number of clusters (--n-clusters)")
         k = self.table["k"].to_numpy()
         if rule == "stability":
             # Every level of a hierarchy can be perfectly stable: among candidates within
@@ -129,6 +130,10 @@ class KSweep:
             near = [i for i in finite if scores[i] >= best - STABILITY_TOLERANCE]
             return sorted(near, key=lambda i: -k[i]) + sorted(set(finite) - set(near), key=lambda i: -scores[i])
         return sorted(finite, key=lambda i: (-scores[i], k[i]))
+
+    def defined(self, rule: str) -> bool:
+        """Whether ``rule`` scored at least one candidate."""
+        return rule in self.table and bool(np.isfinite(self.table[rule].to_numpy(dtype=float)).any())
 
     def _rules(self) -> list[str]:
         return [c for c in self.table.columns if c in ("eigengap", "silhouette", "modularity", "stability")]

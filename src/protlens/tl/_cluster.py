@@ -136,8 +136,8 @@ def cluster(adata: ad.AnnData, method: str, n_clusters: int | None = None, key_a
         sweep_params = {k: params.pop(k) for k in ("min_clusters", "max_clusters", "resolutions", "stability_draws")
                         if k in params}
         sweep = k_sweep(method, data, random_state=random_state, **sweep_params, **params)
-        if k_rule is None and rule not in sweep.table:  # e.g. no silhouette on a bare graph
-            rule = next(r for r in RULES[method] if r in sweep.table)
+        if k_rule is None and not sweep.defined(rule):  # e.g. no silhouette on a bare graph, no stability on 3 points
+            rule = next((r for r in RULES[method] if sweep.defined(r)), rule)
         order = sweep.ranked(rule)
         raw = sweep.labels[:, order[0]]
         info.update(selection=rule, k_sweep_choice=int(order[0]), k_by_rule=sweep.choice_by_rule(),

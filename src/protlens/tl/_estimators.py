@@ -300,7 +300,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
             candidates.append((score, float(res), labels))
         finite = [c for c in candidates if np.isfinite(c[0])]
         if not finite:
-            raise InputError("leiden: every resolution in the sweep gave a single cluster")
+            raise InputError("leiden: every resolution in the sweep gave a single cluster (too few or too similar "
+                             "sequences?); give the number of clusters (--n-clusters) or use kmeans")
         score, res, labels = max(finite, key=lambda c: c[0])
         return res, labels
 

@@ -177,11 +177,12 @@ def _score(adata: ad.AnnData, label_col: str | None, keys: list[str], embedder: 
 
 def _baseline_scores(adata: ad.AnnData, baselines: Sequence[str], model_name: str, label_col: str,
                      methods: Sequence[str], k: int | None, n_neighbors: int, n_boot: int, random_state: int,
-                     k_classes: int | None, steps: Steps, skipped: dict[str, str],
-                     failed: dict[str, str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+                     k_classes: int | None, steps: Steps, skipped: dict[str, str], failed: dict[str, str],
+                     columns: list[str]) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
     """Cluster sequence baselines the same way and score them; their labels go to ``obs['<method>_<baseline>']``.
 
-    Returns (score tables, k-sweep curves). Baselines that cannot run are named in ``skipped`` with the reason.
+    Returns (score tables, k-sweep curves). Baselines that cannot run are named in ``skipped`` with the
+    reason; the obs columns written are appended to ``columns``.
     """
     from . import pp
     from .models import load_model
@@ -219,7 +220,9 @@ def _baseline_scores(adata: ad.AnnData, baselines: Sequence[str], model_name: st
         else:
             raise InputError(f"unknown baseline '{name}' (choose from {', '.join(BASELINES)})")
         for key in keys:
-            adata.obs[key if key == "mmseqs" else f"{key}_{name}"] = sub.obs[key].to_numpy()
+            column = key if key == "mmseqs" else f"{key}_{name}"
+            adata.obs[column] = sub.obs[key].to_numpy()
+            columns.append(column)
         table = _score(sub, label_col, keys, name, "baseline", n_boot, random_state)
         rows.append(table[table["kind"] != "chance"])
         curves.append(sweep_curves(sub, keys, name, label_col))
@@ -414,13 +417,14 @@ def run(input: str | Path | ad.AnnData, labels: str | Path | None = None, label_
     with steps("project", f"projecting ({projection})"):
         tl.project(adata, method=projection, random_state=random_state)
     skipped: dict[str, str] = {}
+    baseline_columns: list[str] = []
     curves = [sweep_curves(adata, keys, model_name, label_col)]
     if label_col:
         with steps("evaluate", "scoring against the labels"):
             tables = [_score(adata, label_col, keys, model_name, "model", n_boot, random_state)]
         base_tables, base_curves = _baseline_scores(adata, baselines, model_name, label_col, methods, k, n_neighbors,
                                                     n_boot, random_state, n_classes if k is None else None, steps,
-                                                    skipped, failed)
+                                                    skipped, failed, baseline_columns)
         curves += base_curves
         metrics = pd.concat(tables + base_tables, ignore_index=True)
         chance = metrics["kind"] == "chance"

@@ -80,3 +80,21 @@ def point_styles(values: Sequence, styles: dict[str, tuple[str, str]]) -> tuple[
     colours = np.array([styles.get(n, MISSING_STYLE)[0] for n in names], dtype=object)
     markers = np.array([styles.get(n, MISSING_STYLE)[1] for n in names], dtype=object)
     return colours, markers
+
+
+def set_colors(adata, keys: Sequence[str], reference: str | None = None) -> None:
+    """Make each obs column categorical and store ``uns['<key>_colors']`` as the report draws it.
+
+    scanpy reads ``<key>_colors`` in the order of the column's categories, so
+    ``sc.pl.embedding(adata, basis='tsne', color=key)`` shows the report's colours (clusters
+    coloured like the class they match; unlabelled records and noise grey).
+    """
+    ref = adata.obs[reference].to_numpy() if reference is not None else None
+    for key in keys:
+        values = adata.obs[key]
+        styles = category_styles(values.to_numpy()) if key == reference else aligned_styles(ref, values.to_numpy())
+        names = categories(values)
+        extra = sorted(set(values.dropna().astype(str)) - set(names))  # e.g. HDBSCAN "noise"
+        text = values.astype("object").map(lambda v: v if pd.isna(v) else str(v))
+        adata.obs[key] = pd.Categorical(text, categories=names + extra)
+        adata.uns[f"{key}_colors"] = [styles.get(c, MISSING_STYLE)[0] for c in names + extra]

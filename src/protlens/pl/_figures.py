@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import ScalarFormatter
 
 from .. import _keys as K
 from ..errors import InputError
@@ -147,11 +148,13 @@ def k_sweep(curves: pd.DataFrame, band: pd.DataFrame | None = None, n_classes: i
         if n_classes:
             ax.axvline(n_classes, color="black", lw=1, ls=":", label=f"{n_classes} labelled classes")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("number of clusters k (log scale)", fontsize=12)
         ax.set_ylabel(metric if metric != "stability" else "stability (mean ARI, half-sample vs full)", fontsize=12)
         ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-    fig.legend(*axes[-1].get_legend_handles_labels(), loc="outside right upper", fontsize=10, frameon=False)
+    handles, names = axes[-1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), fontsize=10, frameon=False)
     fig.suptitle("Agreement with the labels at every k tried; circles: each method's automatic choice"
                  if metrics[0] != "stability" else "Half-sample stability at every k tried; circles: automatic choice",
                  fontsize=13)

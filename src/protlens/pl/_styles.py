@@ -1,8 +1,8 @@
 """One colour + marker per class, and cluster colours matched to the classes they recover.
 
 Forty kinase families cannot be told apart by colour alone, so every class gets a colour from a
-256-colour Glasbey palette (maximally distinct neighbours, colorcet) *and* one of several marker
-shapes. Cluster ids are arbitrary integers; colouring them by their best-matching class (Hungarian
+256-colour Glasbey palette for white backgrounds (maximally distinct neighbours, colorcet
+``glasbey_dark``) *and* one of several marker shapes. Cluster ids are arbitrary integers; colouring them by their best-matching class (Hungarian
 matching on the contingency table) makes "same colour in both panels" mean "same group".
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-PALETTE: list[str] = list(cc.palette["glasbey_category10"])
+#: Glasbey colours chosen for contrast on a white background (no pale yellows or pinks).
+PALETTE: list[str] = list(cc.palette["glasbey_dark"])
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p")
 MISSING_STYLE = ("#b0b0b0", ".")  # unlabelled records and noise (HDBSCAN -1)
 MISSING_NAMES = frozenset({"nan", "-1", "None", ""})

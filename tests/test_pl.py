@@ -158,3 +158,12 @@ def test_scanpy_runs_on_a_protlens_result(tmp_path):
     fig = sc.pl.embedding(adata, basis="tsne", color="family", show=False, return_fig=True)
     drawn = {to_hex(c) for coll in fig.axes[0].collections for c in coll.get_facecolors()}
     assert drawn == {to_hex(c) for c in adata.uns["family_colors"]}
+
+
+def test_interactive_scatter_downsamples_large_inputs_keeping_colours():
+    a = _adata(n_classes=10, per_class=30)
+    full = pl.interactive_scatter(a, ["family"], reference="family")
+    small = pl.interactive_scatter(a, ["family"], reference="family", max_points=50)
+    assert sum(len(t.x) for t in small.data) == 50 and "random 50 drawn" in small.layout.title.text
+    colour = {t.name.split(" ")[0]: t.marker.color for t in full.data}
+    assert all(colour[t.name.split(" ")[0]] == t.marker.color for t in small.data)

@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         dest = Path(out) / f"{Path(result).stem}.explained.h5ad"
         write_h5ad(adata, dest)
         s = adata.uns["explain"]["surrogate"]
-        flag = "" if s["reliable"] else " (below 90%: explanations flagged unreliable)"
-        typer.echo(f"wrote {dest} and {adata.uns['explain']['tracks_file']}; "
-                   f"surrogate held-out accuracy {s['test_accuracy']:.3f}{flag}")
+        flag = "" if s["reliable"] else "; below 90%: explanations flagged unreliable"
+        typer.echo(f"wrote {dest} and {adata.uns['explain']['tracks_file']}; surrogate held-out accuracy "
+                   f"{s['test_accuracy']:.1%} (majority-cluster chance {s['chance_accuracy']:.1%}{flag}; "
+                   f"{float(adata.uns['explain']['seconds']):.0f} s)")

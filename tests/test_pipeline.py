@@ -107,6 +107,7 @@ def test_baseline_equal_to_the_model_is_not_repeated(families, tmp_path):
     assert "baseline" not in set(metrics["kind"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_clusters(families, tmp_path):
     rng = np.random.default_rng(0)
     codes = pd.factorize(families.obs["family"])[0]
@@ -213,6 +214,7 @@ def test_shipped_kinome_table_needs_no_id_col(shared_data, tmp_path):
     assert adata.obs["Kinase_Family"].notna().mean() > 0.95
 
 
+@pytest.mark.slow
 def test_auto_k_and_k_at_classes_are_both_scored(families, tmp_path):
     """With labels and automatic k each method gives two rows, named; a far-off automatic k is flagged."""
     with warnings.catch_warnings(record=True) as caught:
@@ -370,6 +372,7 @@ def test_cli_bad_input_is_one_line_exit_2(files, tmp_path, monkeypatch, capsys, 
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_subprocess_exit_code(tmp_path):
     """The installed entry point itself: exit status 2, one line, no traceback."""
     bad = tmp_path / "two.fasta"

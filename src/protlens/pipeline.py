@@ -278,8 +278,8 @@ def far_from_classes(metrics: pd.DataFrame, n_classes: int, factor: float = 2.0)
     for _, r in auto.iterrows():
         k = int(r["n_clusters"])
         if k > factor * n_classes or k * factor < n_classes:
-            out.append(f"{r['method']} on {r['embedder']} chose {k} clusters automatically ({r['k from']}) "
-                       f"for {n_classes} labelled classes")
+            rule = str(r["k from"]).removeprefix("automatic").strip(" ()") or "its automatic rule"
+            out.append(f"{r['method']} on {r['embedder']} chose {k} clusters by {rule} for {n_classes} labelled classes")
     return out
 
 

@@ -114,7 +114,8 @@ class KSweep:
     labels: np.ndarray  # (n, n_candidates)
 
     def ranked(self, rule: str) -> list[int]:
-        """Candidate rows best first by ``rule`` (ties: fewer clusters first); undefined scores last."""
+        """Candidate rows best first by ``rule`` (ties: fewer clusters first; stability: the finest near-tie first);
+        undefined scores are left out."""
         if rule not in self.table:
             raise InputError(f"no '{rule}' scores in this k sweep (have: {', '.join(self._rules())})")
         scores = self.table[rule].to_numpy(dtype=float)

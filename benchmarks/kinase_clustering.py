@@ -9,7 +9,7 @@ Embedders: 3-mer and 1+2+3-mer profiles, Smith-Waterman/BLOSUM62 similarity (par
 protein language model protlens ships (``protlens.models.available_bundled()``) and any given
 with ``--model``. Methods: k-means, spectral and Leiden (the alignment similarity has no vectors,
 so it gets average-linkage agglomerative (UPGMA) instead of k-means), each with k = the number of
-true classes and with k chosen automatically (silhouette / eigengap / resolution sweep).
+true classes and with k chosen automatically (each method's default rule, see benchmarks/auto_k.py).
 Reference rows: ``mmseqs easy-cluster`` itself, chance (true labels permuted, mean of
 ``--n-perm`` permutations) and the published ESM-2 numbers (not measured here).
 
@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sensitivity", default="a", help="sets that also get the n_neighbors sweep ('' for none)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    from protlens.tl._choose_k import DEFAULT_RULE
+
     if not args.data.exists():
         raise SystemExit(f"{args.data} not found (the kinase data lives in ../shared/data/kinases)")
     warnings.filterwarnings("ignore", category=UserWarning)  # perplexity caps etc.; the table says what ran
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
               f"Seed {args.seed}.\n\n"
               "ARI first: it is 0 for a random partition whatever the number of clusters; NMI is not (read it "
               "against the chance row). `k = true`: the number of classes is given; `k = auto`: each method "
-              "chooses (k-means/UPGMA: silhouette, spectral: eigengap, Leiden: resolution sweep). Spectral and "
+              f"chooses by its default rule ({', '.join(f'{m}: {r}' for m, r in DEFAULT_RULE.items())}). Spectral and "
               f"Leiden run on the {args.n_neighbors}-NN graph (cosine for vectors, 1 - similarity for the "
               "alignment scores).\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ def test_bad_input():
         baselines.mmseqs_cluster(["MKT"] * 3, binary="no-such-mmseqs-binary")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("mmseqs") is None, reason="mmseqs2 binary not installed")
 def test_mmseqs_easy_cluster_on_synthetic_families():
     a = synthetic_families(n_superfamilies=2, families_per_superfamily=2, members_per_subfamily=4, length=100)

@@ -9,8 +9,7 @@ import torch
 
 from protlens.errors import InputError
 from protlens.explain import (SurrogateCNN, SurrogateScore, attribute, deletion_curves, enrichment, explain,
-                              explain_report_section, jaccard_top, locate_kinase_motifs, planted_motif_auroc,
-                              residue_track)
+                              jaccard_top, locate_kinase_motifs, planted_motif_auroc, residue_track)
 from protlens.explain.attribution import explain_surrogate, one_vs_rest, resolve_methods
 from protlens.explain.compare import overlap_table, random_jaccard
 from protlens.explain.faithfulness import surrogate_scorer
@@ -274,7 +273,9 @@ def test_explain_writes_tracks_summary_and_figures(small_result, tmp_path, tiny_
     # survives an h5ad round trip and renders into the report
     write_h5ad(adata, tmp_path / "r.h5ad")
     back = read_h5ad(tmp_path / "r.h5ad")
-    html = explain_report_section(back, tmp_path)
+    from protlens.report import explain_section_html
+
+    html = explain_section_html(back, tmp_path)
     assert html.count("data:image/png;base64,") == len(info["figures"])
     assert "held-out accuracy" in html
 
@@ -307,12 +308,32 @@ def test_explain_bad_input(small_result, tmp_path):
     extra.obs["spectral"] = list(adata.obs["spectral"]) + [adata.obs["spectral"].iloc[0]]
     with pytest.raises(InputError, match="record 'newcomer': no per-residue array"):
         explain(extra, "spectral", out=tmp_path / "x", **FAST)
-    # k-mer embeddings and no sidecar: nothing per residue to explain
-    kmer = adata.copy()
-    kmer.uns["embed"] = {"model": "kmer", "source": "kmer", "layers": [0]}
+    # a model without per-residue states, asked for explicitly
+    with pytest.raises(InputError, match="--model kmer3 has no per-residue states"):
+        explain(adata, "spectral", out=tmp_path / "x", model="kmer", **FAST)
+
+
+def test_explain_kmer_result_uses_the_bundled_plm(small_result, tmp_path):
+    """A k-mer result has no per-residue states: one warning names the model used, and explain runs."""
+    kmer = small_result.copy()
+    kmer.uns["embed"] = {"model": "kmer3", "source": "kmer", "layers": [0]}
     del kmer.uns["per_residue_file"]
-    with pytest.raises(InputError, match="no per-residue embeddings"):
-        explain(kmer, "spectral", out=tmp_path / "x", **FAST)
+    with pytest.warns(UserWarning, match=r"embedded with kmer3, which has no per-residue states; explaining with "
+                                         r"--model protlens-small \(pass --model to choose another\)"):
+        explain(kmer, "spectral", out=tmp_path / "x", end_to_end=False, figures=False, **FAST)
+    assert kmer.uns["explain"]["params"]["per_residue"].startswith("recomputed:protlens-small")
+
+
+def test_explain_finds_the_model_beside_the_result(small_result, tmp_path, tiny_esm_dir):
+    """A relative model path recorded in another working directory is found from the result's folder."""
+    moved = small_result.copy()
+    moved.uns["embed"] = dict(moved.uns["embed"], source=tiny_esm_dir.name, model="tiny-esm")
+    del moved.uns["per_residue_file"]
+    kw = dict(FAST, end_to_end=False, figures=False)
+    with pytest.raises(InputError, match="model this result was embedded with .*cannot be found from here.*--model"):
+        explain(moved, "spectral", out=tmp_path / "x", **kw)
+    explain(moved, "spectral", out=tmp_path / "x", base_dir=tiny_esm_dir.parent, **kw)
+    assert moved.uns["explain"]["params"]["per_residue"].startswith("recomputed:tiny")
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ def test_run_from_files_writes_everything(files, tmp_path):
     fasta, labels = files
     out = tmp_path / "out"
     adata = run(fasta, labels=labels, label_col="family", out=out, **FAST)
-    for name in ("result.h5ad", "metrics.csv", "report.html", "scatter.html", "figures/panels.png",
+    for name in ("result.h5ad", "metrics.csv", "report.html", "figures/panels.png",
                  "figures/contingency_kmeans.png", "figures/contingency_spectral.png"):
         assert (out / name).exists(), name
     metrics = pd.read_csv(out / "metrics.csv")
@@ -107,6 +107,7 @@ def test_baseline_equal_to_the_model_is_not_repeated(families, tmp_path):
     assert "baseline" not in set(metrics["kind"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_clusters(families, tmp_path):
     rng = np.random.default_rng(0)
     codes = pd.factorize(families.obs["family"])[0]
@@ -147,16 +148,135 @@ def test_nan_embeddings_name_the_records(families, tmp_path):
     X[3, 2] = np.nan
     X[7, 0] = np.inf
     embedded = ad.AnnData(X=X, obs=adata.obs)
-    with pytest.raises(InputError, match=rf"2 embedding\(s\) contain NaN or infinite values: "
-                                         rf"{embedded.obs_names[3]}, {embedded.obs_names[7]}"):
+    with pytest.raises(InputError, match=rf"2 record\(s\) with unusable embeddings \(embedding contains NaN or "
+                                         rf"infinite values\): {embedded.obs_names[3]}, {embedded.obs_names[7]}; "
+                                         "pass --skip-invalid"):
         run(embedded, label_col="family", out=tmp_path, **{**FAST, "model": None})
 
 
 def test_all_zero_embeddings_name_the_records(families, tmp_path):
     adata = families.copy()
     adata.obs.loc[adata.obs_names[4], "sequence"] = "NA"  # what a missing domain looks like in KinBase
-    with pytest.raises(InputError, match=rf"1 embedding\(s\) are all zero .*: {adata.obs_names[4]}"):
+    with pytest.raises(InputError, match=rf"1 record\(s\) .*all zero .*: {adata.obs_names[4]}; pass --skip-invalid"):
         run(adata, label_col="family", out=tmp_path, **FAST)
+    kept = run(adata, label_col="family", out=tmp_path, skip_invalid=True, **FAST)
+    assert kept.n_obs == adata.n_obs - 1 and adata.obs_names[4] not in kept.obs_names
+    rejected = pd.read_csv(tmp_path / "rejected.tsv", sep="\t")
+    assert rejected["id"].tolist() == [adata.obs_names[4]] and "all zero" in rejected["reason"][0]
+    assert kept.uns["pipeline"]["n_rejected"] == 1
+    assert "1 record(s) were set aside" in (tmp_path / "report.html").read_text()
+
+
+def test_skip_invalid_sets_bad_records_aside(files, tmp_path):
+    """A bad character and a repeated id: without the flag the error names it, with it both go to rejected.tsv."""
+    fasta, labels = files
+    text = fasta.read_text().splitlines()
+    text[1] = text[1][:5] + "J" + text[1][6:]  # first record: invalid character
+    fasta.write_text("\n".join(text) + "\n")
+    first, second = text[0][1:], text[2][1:]
+    with pytest.raises(InputError, match=rf"record '{first}': invalid character 'J' .*pass --skip-invalid"):
+        run(fasta, labels=labels, label_col="family", out=tmp_path, **FAST)
+    text += text[2:4]  # second record again: duplicate id
+    fasta.write_text("\n".join(text) + "\n")
+    with pytest.raises(InputError, match=rf"duplicate id\(s\): {second}; pass --skip-invalid"):
+        run(fasta, labels=labels, label_col="family", out=tmp_path, **FAST)
+    adata = run(fasta, labels=labels, label_col="family", out=tmp_path, skip_invalid=True, **FAST)
+    rejected = pd.read_csv(tmp_path / "rejected.tsv", sep="\t")
+    assert rejected["id"].tolist() == [first, second]
+    assert "invalid character 'J' at position 6" in rejected["reason"][0] and "duplicate" in rejected["reason"][1]
+    assert adata.n_obs == 19 and first not in adata.obs_names
+
+
+def test_id_column_is_detected_by_its_values(files, tmp_path):
+    """The id column is found by which column holds the sequence ids, whatever its name; ambiguity names --id-col."""
+    fasta, labels = files
+    table = pd.read_csv(labels)
+    table = table.rename(columns={"id": "Manning_Name"})
+    table["gene"] = table["Manning_Name"].where(table.index % 4 == 0, "other")  # shares a few ids only
+    table = table[["gene", "family", "Manning_Name", "superfamily"]]
+    table.to_csv(labels, index=False)
+    adata = run(fasta, labels=labels, label_col="family", out=tmp_path, **FAST)
+    assert adata.obs["family"].notna().all()
+    table["copy"] = table["Manning_Name"]
+    table.to_csv(labels, index=False)
+    with pytest.raises(InputError, match=r"several columns match .*'Manning_Name' \(20\), 'copy' \(20\).*--id-col"):
+        run(fasta, labels=labels, label_col="family", out=tmp_path, **FAST)
+    adata = run(fasta, labels=labels, label_col="family", id_col="copy", out=tmp_path, **FAST)
+    assert adata.obs["family"].notna().all()
+
+
+@pytest.mark.shared_data
+def test_shipped_kinome_table_needs_no_id_col(shared_data, tmp_path):
+    from protlens.io import join_labels, read_sequences
+
+    adata = read_sequences(shared_data / "kinases" / "hs_domains.fasta")
+    join_labels(adata, shared_data / "kinases" / "hs_kinome.csv", columns=["Kinase_Family"])
+    assert adata.obs["Kinase_Family"].notna().mean() > 0.95
+
+
+@pytest.mark.slow
+def test_auto_k_and_k_at_classes_are_both_scored(families, tmp_path):
+    """With labels and automatic k each method gives two rows, named; a far-off automatic k is flagged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adata = run(families, label_col="family", out=tmp_path,
+                    **{**FAST, "n_clusters": None, "methods": ("kmeans", "leiden")})
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    model = metrics[metrics["kind"] == "model"].set_index("method")
+    assert list(model.index) == ["kmeans", "kmeans_k4", "leiden", "leiden_k4"]
+    assert model.loc["kmeans_k4", "k from"] == "= number of classes" and model.loc["kmeans_k4", "n_clusters"] == 4
+    assert model.loc["kmeans", "k from"].startswith("automatic (")
+    info = adata.uns["kmeans"]
+    assert info["n_clusters"] == model.loc["kmeans", "n_clusters"]
+    assert set(info["k_by_rule"]) == {"silhouette", "stability"}
+    # the k sweep is recorded: the chosen candidate's ARI equals the table's
+    curves = adata.uns["pipeline"]["k_sweep"]
+    chosen = curves[(curves["method"] == "kmeans") & curves["chosen"].astype(bool)]
+    assert len(chosen) == 1 and np.isclose(chosen["ARI"].iloc[0], model.loc["kmeans", "ARI"])
+    far = [str(w.message) for w in caught if "labelled classes" in str(w.message)]
+    k_auto = [model.loc[m, "n_clusters"] for m in ("kmeans", "leiden")]
+    assert len(far) == sum(k > 8 or k < 2 for k in k_auto)
+    html = (tmp_path / "report.html").read_text()
+    assert "k_sweep" in html or "Every k each method tried" in html
+    assert "adjusted Rand index" in html and 'class="best"' in html
+    assert "Time per step" in html and adata.uns["pipeline"]["seconds_by_step"]["cluster"] > 0
+
+
+def test_far_auto_k_is_flagged():
+    from protlens.pipeline import far_from_classes
+
+    metrics = pd.DataFrame({"method": ["spectral", "spectral_k40", "kmeans"], "embedder": ["m"] * 3,
+                            "k from": ["automatic (eigengap)", "= number of classes", "automatic (silhouette)"],
+                            "n_clusters": [2, 40, 50]})
+    flagged = far_from_classes(metrics, 40)
+    assert flagged == ["spectral on m chose 2 clusters by eigengap for 40 labelled classes"]
+
+
+def test_skipped_baseline_is_named_not_listed_as_used(families, tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="mmseqs baseline skipped"):
+        adata = run(families, label_col="family", out=tmp_path, **{**FAST, "baselines": ("mmseqs",)})
+    assert list(adata.uns["pipeline"]["params"]["baselines"]) == []
+    assert "not installed" in adata.uns["pipeline"]["baselines_skipped"]["mmseqs"]
+    assert "Baselines not run: <b>mmseqs</b>" in (tmp_path / "report.html").read_text()
+
+
+def test_identical_sequences_say_what_to_do(families, tmp_path):
+    same = ad.AnnData(obs=pd.DataFrame({"sequence": [families.obs["sequence"].iloc[0]] * 6},
+                                       index=[f"s{i}" for i in range(6)]))
+    with pytest.raises(InputError, match="same embedding .*remove duplicates"):
+        run(same, out=tmp_path, **FAST)
+
+
+def test_one_failing_method_keeps_the_others(families, tmp_path):
+    """HDBSCAN with its default minimum cluster size cannot run on 3 points; k-means and Leiden still report
+    (automatic k on 3 points: half-sample stability is undefined, so the next rule decides)."""
+    tiny = families[:3].copy()
+    with pytest.warns(UserWarning, match="hdbscan failed"):
+        adata = run(tiny, out=tmp_path, **{**FAST, "n_clusters": None, "methods": ("kmeans", "leiden", "hdbscan")})
+    assert adata.obs["kmeans"].nunique() == 2 and adata.uns["kmeans"]["selection"] == "silhouette"
+    assert "leiden" in adata.obs and "hdbscan" in adata.uns["pipeline"]["failed"]
+    assert "hdbscan" in (tmp_path / "report.html").read_text()
 
 
 def test_precomputed_embeddings_are_used(families, tmp_path):
@@ -185,7 +305,7 @@ def test_no_matching_labels_is_an_error(files, tmp_path):
     pd.DataFrame({"id": ["x", "y", "z"], "family": ["a", "b", "c"]}).to_csv(labels, index=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(InputError, match="no sequence has a label"):
+        with pytest.raises(InputError, match="no column's values match the sequence ids.*--id-col"):
             run(fasta, labels=labels, label_col="family", out=tmp_path, **FAST)
 
 
@@ -252,6 +372,7 @@ def test_cli_bad_input_is_one_line_exit_2(files, tmp_path, monkeypatch, capsys, 
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_subprocess_exit_code(tmp_path):
     """The installed entry point itself: exit status 2, one line, no traceback."""
     bad = tmp_path / "two.fasta"
@@ -272,7 +393,7 @@ def test_demo(tmp_path):
         assert (tmp_path / name).exists(), name
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     model = metrics[metrics["kind"] == "model"]
-    assert set(model["method"]) == {"kmeans", "spectral", "leiden"}
+    assert set(model["method"]) == {"kmeans", "spectral", "leiden", "kmeans_k9", "spectral_k9", "leiden_k9"}
     assert "alignment" in set(metrics["embedder"])
     # families of the simulation are far more alike within than between: far above chance
     assert model["ARI"].max() > 0.5

@@ -115,3 +115,55 @@ def test_interactive_scatter_hover_and_menu(tmp_path):
     path = pl.write_interactive(fig, tmp_path / "s.html")
     text = path.read_text()
     assert "seq0" in text and "<script src=\"http" not in text  # plotly.js inlined, works offline
+
+
+def test_set_colors_match_the_report_styles():
+    a = _adata(n_classes=5)
+    a.obs.loc[a.obs_names[0], "family"] = np.nan  # an unlabelled record stays missing
+    pl.set_colors(a, ["family", "kmeans"], reference="family")
+    assert list(a.obs["family"].cat.categories) == [f"fam{i}" for i in range(5)]
+    assert a.obs["family"].isna().sum() == 1
+    ref = pl.category_styles(a.obs["family"])
+    assert a.uns["family_colors"] == [ref[c][0] for c in a.obs["family"].cat.categories]
+    # cluster (i + 7) mod 5 holds class i, so it takes that class's colour
+    for cluster, colour in zip(a.obs["kmeans"].cat.categories, a.uns["kmeans_colors"]):
+        assert colour == ref[f"fam{(int(cluster) - 7) % 5}"][0]
+
+
+@pytest.mark.slow
+def test_scanpy_runs_on_a_protlens_result(tmp_path):
+    """scanpy's neighbors / leiden / umap / embedding work on run's output and draw the report's colours."""
+    import warnings
+
+    from matplotlib.colors import to_hex
+
+    from protlens.datasets import synthetic_families
+    from protlens.io import read_h5ad
+    from protlens.pipeline import run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import scanpy as sc
+
+    fams = synthetic_families(n_superfamilies=2, families_per_superfamily=2, subfamilies_per_family=1,
+                              members_per_subfamily=6, length=60, random_state=1)
+    run(fams, label_col="family", model="kmer", methods=("kmeans",), n_clusters=4, projection="tsne",
+        baselines=(), n_boot=0, progress=False, formats=("png",), out=tmp_path)
+    adata = read_h5ad(tmp_path / "result.h5ad")
+    assert adata.var_names[:2].tolist() == ["AAA", "AAC"]  # k-mer columns are named by their k-mer
+    sc.pp.neighbors(adata, n_neighbors=5, use_rep="X")
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, key_added="sc_leiden")
+    sc.tl.umap(adata)
+    assert adata.obsm["X_umap"].shape == (adata.n_obs, 2) and adata.obs["sc_leiden"].nunique() >= 2
+    fig = sc.pl.embedding(adata, basis="tsne", color="family", show=False, return_fig=True)
+    drawn = {to_hex(c) for coll in fig.axes[0].collections for c in coll.get_facecolors()}
+    assert drawn == {to_hex(c) for c in adata.uns["family_colors"]}
+
+
+def test_interactive_scatter_downsamples_large_inputs_keeping_colours():
+    a = _adata(n_classes=10, per_class=30)
+    full = pl.interactive_scatter(a, ["family"], reference="family")
+    small = pl.interactive_scatter(a, ["family"], reference="family", max_points=50)
+    assert sum(len(t.x) for t in small.data) == 50 and "random 50 drawn" in small.layout.title.text
+    colour = {t.name.split(" ")[0]: t.marker.color for t in full.data}
+    assert all(colour[t.name.split(" ")[0]] == t.marker.color for t in small.data)

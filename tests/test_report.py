@@ -81,15 +81,13 @@ def test_extra_sections_and_interactive_fragment(tmp_path):
 
 
 def test_explain_section_only_when_explained(tmp_path, monkeypatch):
-    import protlens.explain as explain
-
     calls = []
 
     def fake_section(adata, out_dir):
         calls.append(out_dir)
         return "<p>saliency here</p>"
 
-    monkeypatch.setattr(explain, "explain_report_section", fake_section)
+    monkeypatch.setattr(report, "explain_section_html", fake_section)
     a = _adata()
     text = report.write_report(a, tmp_path / "plain.html").read_text()
     assert "saliency here" not in text and calls == []

@@ -26,10 +26,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 CHECKER = """<!DOCTYPE html><html><body>
 <iframe id="report" src="report.html" style="width:1200px;height:900px"></iframe>
 <script>
+// share of pixels that are not (near) white: 0 for a blank image
+function inked(img) {
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let ink = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235) ink++;
+  return ink / (d.length / 4);
+}
 document.getElementById("report").addEventListener("load", () => {
   const doc = document.getElementById("report").contentDocument;
   const result = {
-    images: [...doc.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    images: [...doc.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight, inked(i)]),
     plots: doc.querySelectorAll(".js-plotly-plot").length,
     points: doc.querySelectorAll(".scatterlayer .point").length,
     title: doc.title,
@@ -52,7 +63,7 @@ def report_dir(tmp_path_factory):
     adata = synthetic_families(n_superfamilies=2, families_per_superfamily=2, subfamilies_per_family=1,
                                members_per_subfamily=4, length=60, random_state=0)
     out = tmp_path_factory.mktemp("report")
-    run(adata, label_col="family", model="kmer", methods=("kmeans", "spectral"), n_clusters=4, out=out,
+    run(adata, label_col="family", model="kmer", methods=("kmeans", "spectral"), n_clusters=None, out=out,
         projection="pca", baselines=(), n_boot=10, progress=False, formats=("png",))
     return out, adata.n_obs
 
@@ -68,9 +79,13 @@ def test_report_renders_without_console_errors(report_dir, tmp_path):
     assert match, f"checker page did not run (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     result = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert result["title"].startswith("protlens")
-    # panels + one contingency heatmap per clustering, each decoded to a real bitmap
-    assert len(result["images"]) == 3
-    assert all(done and w > 100 and h > 100 for done, w, h in result["images"]), result["images"]
+    # panels, the k sweep and one contingency heatmap per clustering (automatic k and k = 4 classes),
+    # each decoded to a real bitmap with something drawn on it
+    names = {name for name, *_ in result["images"]}
+    assert names == {"panels", "k_sweep", "contingency_kmeans", "contingency_kmeans_k4", "contingency_spectral",
+                     "contingency_spectral_k4"}, names
+    assert all(done and w > 100 and h > 100 for _, done, w, h, _ in result["images"]), result["images"]
+    assert all(ink > 0.02 for *_, ink in result["images"]), result["images"]
     # the interactive scatter drew one point per sequence (first colouring visible)
     assert result["plots"] == 1
     assert result["points"] == n

@@ -72,16 +72,56 @@ def test_methods_recover_blobs_and_are_reproducible(method):
     assert a.uns[method]["params"]["method"] == method
 
 
-def test_automatic_k_is_chosen_and_recorded():
+@pytest.mark.parametrize("rule", ["eigengap", "silhouette", "stability"])
+def test_automatic_k_is_chosen_and_recorded(rule):
+    """Four well-separated blobs: every rule finds 4; the evidence and every candidate's labels are kept."""
     a = blobs()
-    tl.cluster(a, "spectral", max_clusters=8)
-    assert a.uns["spectral"]["n_clusters"] == 4 and a.uns["spectral"]["selection"] == "eigengap"
+    tl.cluster(a, "spectral", max_clusters=8, k_rule=rule)
+    info = a.uns["spectral"]
+    assert info["n_clusters"] == 4 and info["selection"] == rule
+    assert info["k_by_rule"] == {"eigengap": 4, "silhouette": 4, "stability": 4}
+    sweep = info["k_sweep"]
+    assert sweep["k"].tolist() == list(range(2, 9))
+    assert a.obsm["spectral_k_sweep"].shape == (a.n_obs, 7)
+    # the stored k = 4 candidate is the reported clustering, and the eigengap is the Laplacian's
+    assert adjusted_rand_score(a.obsm["spectral_k_sweep"][:, 2], a.obs["spectral"]) == 1.0
+    lam = np.sort(1 - np.linalg.eigvalsh(_normalised_affinity(a.obsp["connectivities"])))
+    assert np.allclose(sweep["eigengap"], np.diff(lam)[1:8], atol=1e-6)
+    assert len(info["k_runner_up"]) == 2 and 4 not in info["k_runner_up"]
+
+
+def _normalised_affinity(A):
+    A = A.toarray()
+    d = 1 / np.sqrt(A.sum(1))
+    return d[:, None] * A * d[None, :]
+
+
+def test_automatic_k_other_methods():
+    a = blobs()
     tl.cluster(a, "kmeans", max_clusters=8, n_init=2)
     assert a.uns["kmeans"]["n_clusters"] == 4
-    assert max(a.uns["kmeans"]["silhouette_by_k"].items(), key=lambda kv: kv[1])[0] == "4"
+    sweep = a.uns["kmeans"]["k_sweep"].set_index("k")
+    assert sweep["silhouette"].idxmax() == 4
+    # silhouette recomputed independently from the stored k = 4 labels (cosine = euclidean on unit rows)
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import normalize
+
+    assert np.isclose(sweep.loc[4, "silhouette"], silhouette_score(normalize(a.X), a.obsm["kmeans_k_sweep"][:, 2]))
     tl.cluster(a, "leiden", resolutions=(0.1, 0.5, 1.0))
-    assert len(a.uns["leiden"]["sweep"]) == 3
+    assert len(a.uns["leiden"]["k_sweep"]) == 3
     assert adjusted_rand_score(a.obs["truth"], a.obs["leiden"]) > 0.9
+    tl.cluster(a, "agglomerative", max_clusters=8, k_rule="stability")
+    assert a.uns["agglomerative"]["n_clusters"] == 4
+
+
+def test_stability_prefers_the_true_k():
+    """Half-sample stability is near 1 at the true k and clearly lower where a blob must be split."""
+    a = blobs(centers=3, seed=2)
+    tl.cluster(a, "kmeans", max_clusters=6, k_rule="stability", n_init=3)
+    st = a.uns["kmeans"]["k_sweep"].set_index("k")["stability"]
+    assert st.loc[3] > 0.95 and st.loc[3] - st.loc[5] > 0.1
+    with pytest.raises(InputError, match="does not apply"):
+        tl.cluster(a, "kmeans", k_rule="eigengap")
 
 
 def test_hdbscan_labels_noise_as_a_category():

@@ -38,6 +38,18 @@ def test_matches_sklearn_and_reports_chance():
     assert "evaluate" in a.uns and a.uns["evaluate"]["table"].equals(table)
 
 
+def test_one_class_chance_row_is_zero_not_one():
+    """One label class: permuting it changes nothing, and scikit-learn would score that as perfect (1.0)."""
+    a = labelled()
+    a.obs["one"] = "kinase"
+    a.obs["one_cluster"] = pd.Categorical(["0"] * a.n_obs)
+    table = tl.evaluate(a, "one", cluster_keys=["kmeans", "one_cluster"], n_boot=10)
+    assert skm.adjusted_rand_score(a.obs["one"], a.obs["one"]) == 1.0  # what the chance row used to show
+    for row in ("chance", "one_cluster", "kmeans"):
+        assert table.loc[row, "ARI"] == 0 and table.loc[row, "NMI"] == 0 and table.loc[row, "AMI"] == 0
+    assert table.loc["chance", "n_clusters"] == 1
+
+
 def test_finds_clusterings_by_itself_and_intrinsic_only_without_labels():
     a = labelled()
     table = tl.evaluate(a, None)

@@ -20,6 +20,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from ._progress import track
 from .errors import InputError
 from .tl._utils import as_categorical_labels, check_n_obs
 
@@ -51,7 +52,8 @@ def _rows(seqs: list[str], rows: range, matrix_name: str, gap_open: int, gap_ext
 
 
 def alignment_similarity(seqs: Sequence[str], matrix: str = "blosum62", gap_open: int = 11, gap_extend: int = 1,
-                         normalize: bool = True, n_jobs: int = -1, ids: Sequence[str] | None = None) -> np.ndarray:
+                         normalize: bool = True, n_jobs: int = -1, ids: Sequence[str] | None = None,
+                         progress: bool = False) -> np.ndarray:
     """All-vs-all local alignment scores (n x n, symmetric).
 
     ``normalize=True`` returns ``s_ij / sqrt(s_ii s_jj)`` in [0, 1] (1 on the diagonal), which
@@ -68,10 +70,13 @@ def alignment_similarity(seqs: Sequence[str], matrix: str = "blosum62", gap_open
     n = len(seqs)
     # Row i costs n - i alignments: interleave rows so each worker gets a similar share.
     # Threads, not processes: parasail's ctypes calls release the GIL, and threads start free.
+    # Many small interleaved chunks keep the shares even and let a progress bar move.
     workers = 1 if n < 50 else ((os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs)))
-    chunks = [range(w, n, workers) for w in range(workers)]
+    n_chunks = min(n, max(workers, 64))
+    chunks = [range(w, n, n_chunks) for w in range(n_chunks)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        parts = list(pool.map(lambda c: _rows(seqs, c, matrix, gap_open, gap_extend), chunks))
+        parts = list(track(pool.map(lambda c: _rows(seqs, c, matrix, gap_open, gap_extend), chunks),
+                           f"aligning {n} sequences all-vs-all", total=n_chunks, enabled=progress))
     S = np.zeros((n, n), dtype=np.float64)
     for c, part in zip(chunks, parts):
         S[list(c)] = part
@@ -87,12 +92,12 @@ def alignment_similarity(seqs: Sequence[str], matrix: str = "blosum62", gap_open
     return np.clip(S / scale[:, None] / scale[None, :], 0.0, 1.0)
 
 
-def alignment(adata: ad.AnnData, key_added: str = "alignment", **params) -> None:
+def alignment(adata: ad.AnnData, key_added: str = "alignment", progress: bool = False, **params) -> None:
     """``obsp[key_added]`` = normalised all-vs-all alignment similarity of ``obs["sequence"]``."""
     if "sequence" not in adata.obs:
         raise InputError("alignment: obs has no 'sequence' column")
     params.setdefault("normalize", True)
-    S = alignment_similarity(adata.obs["sequence"].tolist(), ids=list(adata.obs_names), **params)
+    S = alignment_similarity(adata.obs["sequence"].tolist(), ids=list(adata.obs_names), progress=progress, **params)
     adata.obsp[key_added] = S
     adata.uns[key_added] = {"params": {"method": "smith-waterman (parasail striped, saturating)", **params}}
 

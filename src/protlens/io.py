@@ -198,9 +198,35 @@ def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Iterable[str]
     raise InputError(f"{path}: cannot find the {what} column (columns: {', '.join(df.columns)}); name it explicitly")
 
 
+def set_aside_invalid(ids: list[str], seqs: list[str], strip_gaps: bool = False
+                      ) -> tuple[list[int], list[str], list[tuple[str, str]]]:
+    """(kept indices, their cleaned sequences, [(id, reason)] of the records set aside).
+
+    What ``--skip-invalid`` does: a record that :func:`clean_sequence` rejects, or a repeat of an
+    id already seen, is set aside with the reason instead of stopping the run.
+    """
+    kept, clean, rejected, seen = [], [], [], set()
+    for i, (rid, seq) in enumerate(zip(ids, seqs)):
+        if rid in seen:
+            rejected.append((rid, "duplicate id (the first record with this id is kept)"))
+            continue
+        seen.add(rid)
+        try:
+            clean.append(clean_sequence(rid, seq, strip_gaps))
+        except InputError as e:
+            rejected.append((rid, str(e).split(": ", 1)[-1]))
+            continue
+        kept.append(i)
+    return kept, clean, rejected
+
+
 def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input", strip_gaps: bool = False,
-                         obs: pd.DataFrame | None = None) -> ad.AnnData:
-    """Validate ids and sequences and wrap them in an AnnData with an empty (n x 0) X."""
+                         obs: pd.DataFrame | None = None, skip_invalid: bool = False) -> ad.AnnData:
+    """Validate ids and sequences and wrap them in an AnnData with an empty (n x 0) X.
+
+    With ``skip_invalid`` bad records are set aside (:func:`set_aside_invalid`) and listed in
+    ``uns['rejected']`` (``id``, ``reason``) instead of raising.
+    """
     import anndata as ad
     import pandas as pd
 
@@ -209,8 +235,16 @@ def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input",
     for n, i in enumerate(ids, 1):
         if not i.strip():
             raise InputError(f"{source}: record {n} has an empty id")
-    _check_unique(ids, source)
-    clean = [clean_sequence(i, s, strip_gaps) for i, s in zip(ids, seqs)]
+    rejected: list[tuple[str, str]] = []
+    if skip_invalid:
+        kept, clean, rejected = set_aside_invalid(ids, seqs, strip_gaps)
+        ids = [ids[i] for i in kept]
+        obs = obs.iloc[kept] if obs is not None else None
+        if not ids:
+            raise InputError(f"{source}: every record is invalid (first: '{rejected[0][0]}': {rejected[0][1]})")
+    else:
+        _check_unique(ids, source)
+        clean = [clean_sequence(i, s, strip_gaps) for i, s in zip(ids, seqs)]
     _refuse_nucleotides(clean, source)
     frame = pd.DataFrame({K.SEQUENCE: clean, K.LENGTH: [len(s) for s in clean]}, index=pd.Index(ids, name=None))
     if obs is not None:
@@ -219,6 +253,8 @@ def sequences_to_anndata(ids: list[str], seqs: list[str], source: str = "input",
     frame.index = frame.index.astype(str)
     adata = ad.AnnData(X=np.zeros((len(ids), 0), dtype=np.float32), obs=frame)
     adata.uns["source"] = str(source)
+    if rejected:
+        adata.uns["rejected"] = {"id": [r[0] for r in rejected], "reason": [r[1] for r in rejected]}
     return adata
 
 
@@ -241,7 +277,8 @@ def _refuse_nucleotides(seqs: list[str], source: str) -> None:
 
 
 def read_sequences(path: str | Path, id_col: str | None = None, seq_col: str | None = None,
-                   label_cols: list[str] | None = None, strip_gaps: bool = False) -> ad.AnnData:
+                   label_cols: list[str] | None = None, strip_gaps: bool = False,
+                   skip_invalid: bool = False) -> ad.AnnData:
     """Read FASTA (plain/.gz, multi-line, CRLF) or CSV/TSV into a validated AnnData.
 
     Tables need an id and a sequence column (auto-detected by name unless given); ``label_cols``
@@ -262,11 +299,34 @@ def read_sequences(path: str | Path, id_col: str | None = None, seq_col: str | N
         if missing:
             raise InputError(f"{path}: no column(s) {', '.join(missing)}")
         obs = df[rest].replace("", np.nan)
-        return sequences_to_anndata(df[icol].astype(str).tolist(), df[scol].tolist(), str(path), strip_gaps, obs)
+        return sequences_to_anndata(df[icol].astype(str).tolist(), df[scol].tolist(), str(path), strip_gaps, obs,
+                                    skip_invalid=skip_invalid)
     records = list(iter_fasta(path))
     if not records and kind not in {".fa", ".fasta", ".faa", ".fas", ".fna", ""}:
         raise InputError(f"{path}: unknown format '{kind}' (expected FASTA, CSV or TSV)")
-    return sequences_to_anndata([r[0] for r in records], [r[1] for r in records], str(path), strip_gaps)
+    return sequences_to_anndata([r[0] for r in records], [r[1] for r in records], str(path), strip_gaps,
+                                skip_invalid=skip_invalid)
+
+
+def detect_id_column(df: pd.DataFrame, ids, source: str) -> str:
+    """The column of a labels table whose values are the sequence ids.
+
+    The column matching the most ids is taken when it is the only one matching at least half as
+    many (so 'Manning_Name' wins over a gene-name column that shares some names); otherwise the
+    user is asked for ``--id-col`` with the counts.
+    """
+    ids = set(map(str, ids))
+    hits = {c: int(df[c].astype(str).isin(ids).sum()) for c in df.columns}
+    best = max(hits.values(), default=0)
+    if best == 0:
+        raise InputError(f"{source}: no column's values match the sequence ids (columns: {', '.join(df.columns)}); "
+                         "name the id column with --id-col")
+    close = [c for c, h in hits.items() if h * 2 >= best]
+    if len(close) > 1:
+        shown = ", ".join(f"'{c}' ({hits[c]})" for c in close)
+        raise InputError(f"{source}: several columns match the sequence ids ({shown} of {len(ids)}); "
+                         "name the id column with --id-col")
+    return close[0]
 
 
 def join_labels(adata: ad.AnnData, labels: str | Path | pd.DataFrame, id_col: str | None = None,
@@ -285,7 +345,8 @@ def join_labels(adata: ad.AnnData, labels: str | Path | pd.DataFrame, id_col: st
         if not Path(labels).exists():
             raise InputError(f"{labels}: file not found")
         df = _read_table(Path(labels))
-    icol = _pick_column(df, id_col, ["id", "name", "entry", "accession"], "id", Path(src))
+    icol = _pick_column(df, id_col, [], "id", Path(src)) if id_col is not None else detect_id_column(
+        df, adata.obs_names, src)
     _check_unique(df[icol].astype(str).tolist(), src)
     df = df.set_index(df[icol].astype(str)).drop(columns=[icol])
     cols = list(df.columns) if columns is None else columns
@@ -481,11 +542,12 @@ def read_residues(path: str | Path, ids: Iterable[str], group: str = "") -> list
 
 
 def read_input(path: str | Path, labels: str | Path | None = None, id_col: str | None = None,
-               label_cols: list[str] | None = None, strip_gaps: bool = False) -> ad.AnnData:
+               label_cols: list[str] | None = None, strip_gaps: bool = False,
+               skip_invalid: bool = False) -> ad.AnnData:
     """Sequences plus an optional labels table, with ids missing on either side reported as a warning."""
     import warnings
 
-    adata = read_sequences(path, strip_gaps=strip_gaps)
+    adata = read_sequences(path, strip_gaps=strip_gaps, skip_invalid=skip_invalid)
     if labels is not None:
         missing = join_labels(adata, labels, id_col=id_col, columns=label_cols)
         for side, what in (("no_label", "sequences without a label row"), ("no_sequence", "label rows without a sequence")):

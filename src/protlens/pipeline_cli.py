@@ -30,8 +30,11 @@ def parse_k(text: str) -> int | str:
 
 
 def _done(adata, out: Path) -> None:
+    info = adata.uns["pipeline"]
+    rejected = int(info.get("n_rejected", 0))
     typer.echo(f"wrote {out}/report.html, result.h5ad, metrics.csv and figures/ ({adata.n_obs} sequences, "
-               f"model {adata.uns['pipeline']['params']['model']})")
+               f"model {info['params']['model']}, {float(info['seconds']):.0f} s)"
+               + (f"; {rejected} record(s) set aside in {out}/rejected.tsv" if rejected else ""))
 
 
 def register(app: typer.Typer) -> None:
@@ -55,7 +58,9 @@ def register(app: typer.Typer) -> None:
         n_neighbors: int = typer.Option(15, help="Neighbours in the kNN graph (spectral, Leiden)."),
         n_boot: int = typer.Option(200, help="Random half-samples for the ARI/NMI 95% intervals (0: none)."),
         strip_gaps: bool = typer.Option(False, help="Remove '-' and '.' instead of rejecting them."),
-        progress: bool = typer.Option(True, help="Show a progress bar while embedding."),
+        skip_invalid: bool = typer.Option(False, help="Set bad records (invalid characters, duplicate ids, "
+                                          "unusable embeddings) aside in OUT/rejected.tsv and go on."),
+        progress: bool = typer.Option(True, help="Show progress (a bar or a running clock) for each long step."),
     ) -> None:
         """Embed, cluster, project and score sequences; write a self-contained HTML report."""
         from ._lock import output_lock
@@ -73,7 +78,7 @@ def register(app: typer.Typer) -> None:
                         methods=split_list(methods, "methods"), n_clusters=parse_k(n_clusters), out=out,
                         projection=projection, random_state=random_state,
                         baselines=split_list(baselines, "baselines"), n_neighbors=n_neighbors, n_boot=n_boot,
-                        strip_gaps=strip_gaps, progress=progress)
+                        strip_gaps=strip_gaps, progress=progress, skip_invalid=skip_invalid)
         _done(adata, out)
 
     @app.command("demo")
@@ -81,7 +86,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("protlens_demo"), "-o", "--out", help="Output folder."),
         model: str = typer.Option(None, help="Model (default: the best model shipped with protlens)."),
         random_state: int = typer.Option(0, help="Seed for the simulation and every random step."),
-        progress: bool = typer.Option(True, help="Show a progress bar while embedding."),
+        progress: bool = typer.Option(True, help="Show progress (a bar or a running clock) for each long step."),
     ) -> None:
         """Run the pipeline on built-in synthetic protein families (offline, about a minute)."""
         from .pipeline import demo

@@ -10,13 +10,12 @@ from .attribution import METHODS, PLMClusterScore, SurrogateScore, attribute, re
 from .compare import jaccard_top, overlap_table
 from .faithfulness import DeletionCurves, deletion_curves
 from .motifs import enrichment, locate_kinase_motifs, motif_masks
-from .section import explain_report_section
 from .surrogate import ClusterCNN, ClusterCNNEnsemble, SurrogateCNN
 from .synthetic import planted_motif_auroc
 
 __all__ = [
     "METHODS", "ClusterCNN", "ClusterCNNEnsemble", "DeletionCurves", "PLMClusterScore", "SurrogateCNN",
     "SurrogateScore", "attribute", "cluster_labels", "consensus_track", "deletion_curves", "enrichment", "explain",
-    "explain_report_section", "jaccard_top", "locate_kinase_motifs", "motif_masks", "overlap_table",
+    "jaccard_top", "locate_kinase_motifs", "motif_masks", "overlap_table",
     "per_residue_embeddings", "planted_motif_auroc", "residue_track",
 ]

@@ -55,24 +55,58 @@ def cluster_labels(adata, clusters: str) -> np.ndarray:
     return labels
 
 
-def _resolve_model(adata, model):
-    """The PLM named by ``model`` or recorded in ``uns['embed']``; ``None`` if that is not a neural model."""
+#: The model explain falls back to when a result was embedded without per-residue states (k-mers).
+FALLBACK_MODEL = "protlens-small"
+
+
+def _stored_model(adata, base_dir: str | Path | None):
+    """The model recorded in ``uns['embed']``, found by its source path (absolute, or relative to the working
+    directory or to ``base_dir``, the result's folder) or by its name; None if nothing was recorded."""
     from ..models import load_model
 
-    if model is None:
-        info = adata.uns.get(K.EMBED, {})
-        source, name = str(info.get("source", "")), info.get("model")
-        if name is None:
-            return None
-        model = source if source and Path(source).exists() else str(name)
-    if isinstance(model, (str, Path)):
-        model = load_model(model)
-    return model if getattr(model, "is_neural", False) else None  # ESM-2 or UniRep
+    info = adata.uns.get(K.EMBED, {})
+    source, name = str(info.get("source", "")), info.get("model")
+    if name is None:
+        return None
+    places = [Path(source)] + ([Path(base_dir) / source] if source and base_dir is not None else [])
+    found = next((str(p) for p in places if source and p.exists()), None)
+    try:
+        return load_model(found or str(name))
+    except InputError as e:
+        raise InputError(f"the model this result was embedded with ('{name}', from '{source}') cannot be found "
+                         f"from here ({e}); pass --model NAME_OR_PATH") from None
+
+
+def resolve_model(adata, model=None, base_dir: str | Path | None = None):
+    """The PLM with per-residue states to explain with: ``model`` if given, else the recorded one.
+
+    When the recorded model has no per-residue states (k-mer profiles), the bundled
+    :data:`FALLBACK_MODEL` is used and a one-line warning says so and how to choose another.
+    """
+    from ..models import available_bundled, load_model
+
+    if model is not None:
+        plm = load_model(model) if isinstance(model, (str, Path)) else model
+        if not getattr(plm, "is_neural", False):
+            raise InputError(f"--model {getattr(plm, 'name', model)} has no per-residue states to explain with; "
+                             f"pass a protein language model (e.g. {FALLBACK_MODEL} or an ESM-2 name or folder)")
+        return plm
+    plm = _stored_model(adata, base_dir)
+    if getattr(plm, "is_neural", False):  # ESM or UniRep
+        return plm
+    what = getattr(plm, "name", "no recorded model")
+    if FALLBACK_MODEL not in available_bundled():
+        raise InputError(f"the result was embedded with {what}, which has no per-residue states; pass --model with "
+                         "a protein language model (an ESM-2 name or folder)")
+    warnings.warn(f"the result was embedded with {what}, which has no per-residue states; explaining with "
+                  f"--model {FALLBACK_MODEL} (pass --model to choose another)", stacklevel=3)
+    return load_model(FALLBACK_MODEL)
 
 
 def per_residue_embeddings(adata, per_residue_file: str | Path | None = None, layer: int | None = None,
-                           model=None) -> tuple[list[np.ndarray], str]:
-    """Per-residue embeddings for every record, from the sidecar or recomputed; and where they came from."""
+                           model=None, progress: bool = False) -> tuple[list[np.ndarray], str]:
+    """Per-residue embeddings for every record, from the sidecar or recomputed with ``model`` (default:
+    :func:`resolve_model`); and where they came from."""
     import h5py
 
     ids = list(adata.obs_names)
@@ -98,15 +132,10 @@ def per_residue_embeddings(adata, per_residue_file: str | Path | None = None, la
             if len(a) != len(s):
                 raise InputError(f"record '{rid}': {len(a)} per-residue vectors in {path} for {len(s)} residues")
         return [a.astype(np.float32) for a in arrays], f"{path}:{group}"
-    plm = _resolve_model(adata, model)
-    if plm is None:
-        where = f"the per-residue file {path} does not exist" if path else "the AnnData records no per-residue file"
-        raise InputError(f"no per-residue embeddings: {where}, and there is no neural model to recompute them "
-                         "(k-mer profiles have none); re-run `protlens embed --per-residue FILE` with an ESM model "
-                         "or pass --model")
+    plm = model if model is not None and not isinstance(model, (str, Path)) else resolve_model(adata, model)
     from ..pp import embed_sequences
 
-    res = embed_sequences(plm, seqs, layers=(-1 if layer is None else layer,), per_residue=True, progress=False)
+    res = embed_sequences(plm, seqs, layers=(-1 if layer is None else layer,), per_residue=True, progress=progress)
     key = next(iter(res.per_residue))
     return res.per_residue[key], f"recomputed:{plm.name}:layer{key}"
 
@@ -180,13 +209,17 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
             kernel_size: int = 5, n_members: int = 4, epochs: int = 40, test_size: float = 0.25, n_steps: int = 32,
             nt_samples: int = 16, n_random: int = 5, n_permutations: int = 1000,
             fractions: Sequence[float] = FRACTIONS, top_fraction: float = 0.1, figures: bool = True,
-            random_state: int = 0, key_added: str = K.EXPLAIN) -> None:
+            random_state: int = 0, key_added: str = K.EXPLAIN, progress: bool = False,
+            base_dir: str | Path | None = None) -> None:
     """Explain ``obs[clusters]`` residue by residue; tracks to ``out/explain_tracks.h5``, summary to ``uns[key_added]``.
 
     A surrogate CNN is fitted to the clustering on per-residue embeddings and attributed with every
     method in ``methods``; with ``end_to_end`` (and a neural PLM available) the PLM itself is attributed
     with ``plm_methods`` through the nearest-centre score. Each explanation is scored for faithfulness
     (deletion curves) and, where motifs are known (``motifs``: planted, kinase, auto), for plausibility.
+    The PLM is ``model``, else the one the result was embedded with (searched from ``base_dir`` too), else,
+    for a k-mer result, the bundled one (see :func:`resolve_model`). ``progress`` shows bars with time
+    estimates for embedding, surrogate training and attribution.
     """
     t0 = time.perf_counter()
     labels = cluster_labels(adata, clusters)
@@ -200,12 +233,14 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
         tracks_path.unlink()
     ids = list(adata.obs_names)
     seqs = adata.obs[K.SEQUENCE].astype(str).tolist()
-    X, emb_source = per_residue_embeddings(adata, per_residue_file, layer, model)
+    stored = per_residue_file or adata.uns.get(K.PER_RESIDUE)
+    plm = resolve_model(adata, model, base_dir) if stored is None or not Path(stored).exists() else None
+    X, emb_source = per_residue_embeddings(adata, per_residue_file, layer, plm, progress=progress)
     masks, motif_source, motif_table = _motif_masks(adata, motifs)
 
     cnn_kw = dict(channels=channels, kernel_size=kernel_size, n_members=n_members, epochs=epochs, test_size=test_size,
                   random_state=random_state)
-    sur = SurrogateCNN(**cnn_kw).fit(X, labels)
+    sur = SurrogateCNN(**cnn_kw, progress=progress).fit(X, labels)
     classes = sur.classes_
     targets = np.searchsorted(classes, labels)
     medoids = _medoids(X, labels, classes)
@@ -220,15 +255,13 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
     all_tracks: dict[str, dict[str, list[np.ndarray]]] = {}
     all_maps: dict[str, dict[str, dict[int, np.ndarray]]] = {}
     all_tracks["surrogate"], all_maps["surrogate"] = explain_surrogate(
-        sur.module_, X, targets, methods, keep_maps=keep, nt_samples=nt_samples, **xi)
+        sur.module_, X, targets, methods, keep_maps=keep, nt_samples=nt_samples, **xi,
+        progress=f"attributing the surrogate ({len(methods)} methods per protein)" if progress else None)
     scorers = {"surrogate": surrogate_scorer(SurrogateScore(sur.module_), X, targets)}
 
     e2e_note = "not requested"
-    plm = _resolve_model(adata, model) if plm_methods else None
-    if plm_methods and plm is None:
-        e2e_note = "skipped: no neural PLM (the embedding model is not an ESM model; pass --model)"
-        warnings.warn(f"end-to-end attribution {e2e_note}", stacklevel=2)
-    elif plm is not None:
+    if plm_methods:
+        plm = plm or resolve_model(adata, model, base_dir)
         too_long = [rid for rid, s in zip(ids, seqs) if len(s) > plm.max_residues]
         if too_long:
             e2e_note = f"skipped: {len(too_long)} record(s) longer than {plm.max_residues} residues (e.g. '{too_long[0]}')"
@@ -237,12 +270,14 @@ def explain(adata, clusters: str = "spectral", *, out: str | Path,
             from ..pp import embed_sequences
 
             plm_layer = plm.resolve_layer(-1 if layer is None else layer)
-            pooled = embed_sequences(plm, seqs, layers=(plm_layer,), pooling="mean", progress=False,
+            pooled = embed_sequences(plm, seqs, layers=(plm_layer,), pooling="mean", progress=progress,
                                      device="cpu").pooled[plm_layer]  # PLMClusterScore's pooling
             centres, tau = plm_centres(pooled, labels, classes)
             score = PLMClusterScore(plm, centres, plm_layer, tau)
-            all_tracks["plm"], all_maps["plm"] = explain_plm(score, seqs, targets, plm_methods, keep_maps=keep,
-                                                             nt_samples=max(4, nt_samples // 2), **xi)
+            all_tracks["plm"], all_maps["plm"] = explain_plm(
+                score, seqs, targets, plm_methods, keep_maps=keep, nt_samples=max(4, nt_samples // 2), **xi,
+                progress=f"attributing through {plm.name} ({len(plm_methods)} methods per protein)" if progress
+                else None)
             scorers["plm"] = plm_scorer(score, seqs, targets)
             e2e_note = f"{plm.name} layer {plm_layer}, tau {tau:.4g}"
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import track
 from ..errors import InputError
 
 METHODS = ("saliency", "grad_x_input", "integrated_gradients", "smoothgrad")
@@ -154,11 +155,12 @@ Maps = dict[str, dict[int, np.ndarray]]
 def attribute_proteins(model: nn.Module, items: Iterable[tuple[torch.Tensor, torch.Tensor | None, tuple | None, slice]],
                        targets: Sequence[int], methods: Sequence[str], keep_maps: Sequence[int] = (),
                        aggregate: str = "positive", n_steps: int = 32, nt_samples: int = 16, noise: float = 0.15,
-                       random_state: int = 0) -> tuple[Tracks, Maps]:
+                       random_state: int = 0, progress: str | None = None) -> tuple[Tracks, Maps]:
     """Every method on every protein: residue tracks for all, position x dimension maps for ``keep_maps``.
 
     ``items`` yields, per protein, ``(inputs [1, T, D], baselines or None, additional_forward_args,
     rows)`` where ``rows`` selects the residue rows of the attribution (e.g. dropping BOS/EOS).
+    ``progress``: a description for a progress bar over the proteins (none when None).
     """
     methods = resolve_methods(methods)
     keep = set(keep_maps)
@@ -166,7 +168,8 @@ def attribute_proteins(model: nn.Module, items: Iterable[tuple[torch.Tensor, tor
     maps: Maps = {m: {} for m in methods}
     with torch.random.fork_rng():
         torch.manual_seed(random_state)
-        for i, ((inputs, base, args, rows), t) in enumerate(zip(items, targets)):
+        for i, ((inputs, base, args, rows), t) in enumerate(track(zip(items, targets), progress or "", len(targets),
+                                                                  enabled=progress is not None)):
             for m in methods:
                 a = attribute(model, inputs, t, m, baselines=base, additional_forward_args=args, n_steps=n_steps,
                               nt_samples=nt_samples, noise=noise, internal_batch_size=n_steps)[0, rows]

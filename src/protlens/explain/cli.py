@@ -25,11 +25,13 @@ def register(app: typer.Typer) -> None:
         motifs: str = typer.Option("auto", help="Plausibility check: auto, kinase, planted or none."),
         per_residue: Path = typer.Option(None, "--per-residue", help="Per-residue HDF5 (default: the one recorded in the h5ad)."),
         layer: int = typer.Option(None, help="Layer of the per-residue embeddings (default: the first embedded)."),
-        model: str = typer.Option(None, help="PLM for recomputing embeddings and end-to-end attribution (default: the recorded one)."),
+        model: str = typer.Option(None, help="PLM for per-residue embeddings and end-to-end attribution (default: the "
+                                  "recorded one; for a k-mer result, protlens-small)."),
         proteins: str = typer.Option(None, help="Comma-separated ids to draw heatmaps for (default: cluster medoids)."),
         epochs: int = typer.Option(40, help="Surrogate CNN training epochs."),
         figures: bool = typer.Option(True, help="Draw heatmaps, residue tracks and cluster consensus PNGs."),
         seed: int = typer.Option(0, help="Random seed (split, CNN, SmoothGrad, permutations)."),
+        progress: bool = typer.Option(True, help="Show progress bars with time estimates."),
     ) -> None:
         """Explain cluster assignments residue by residue and measure the explanations."""
         from .._lock import output_lock
@@ -45,10 +47,11 @@ def register(app: typer.Typer) -> None:
             explain(adata, clusters, out=out, methods=_split(methods), plm_methods=_split(plm_methods) or (),
                     end_to_end=end_to_end, compare_with=compare_with, motifs=motifs, per_residue_file=per_residue,
                     layer=layer, model=model, proteins=_split(proteins), epochs=epochs, figures=figures,
-                    random_state=seed)
+                    random_state=seed, progress=progress, base_dir=Path(result).resolve().parent)
             dest = Path(out) / f"{Path(result).stem}.explained.h5ad"
             write_h5ad(adata, dest)
         s = adata.uns["explain"]["surrogate"]
-        flag = "" if s["reliable"] else " (below 90%: explanations flagged unreliable)"
-        typer.echo(f"wrote {dest} and {adata.uns['explain']['tracks_file']}; "
-                   f"surrogate held-out accuracy {s['test_accuracy']:.3f}{flag}")
+        flag = "" if s["reliable"] else "; below 90%: explanations flagged unreliable"
+        typer.echo(f"wrote {dest} and {adata.uns['explain']['tracks_file']}; surrogate held-out accuracy "
+                   f"{s['test_accuracy']:.1%} (majority-cluster chance {s['chance_accuracy']:.1%}{flag}; "
+                   f"{float(adata.uns['explain']['seconds']):.0f} s)")

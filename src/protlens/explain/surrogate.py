@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import track
 from ..errors import InputError
 
 
@@ -102,7 +103,7 @@ class SurrogateCNN:
 
     def __init__(self, channels: int = 128, kernel_size: int = 5, n_members: int = 4, dropout: float = 0.2,
                  epochs: int = 40, batch_size: int = 32, lr: float = 3e-3, weight_decay: float = 1e-3,
-                 test_size: float = 0.25, random_state: int = 0) -> None:
+                 test_size: float = 0.25, random_state: int = 0, progress: bool = False) -> None:
         self.channels = channels
         self.kernel_size = kernel_size
         self.n_members = n_members
@@ -113,6 +114,7 @@ class SurrogateCNN:
         self.weight_decay = weight_decay
         self.test_size = test_size
         self.random_state = random_state
+        self.progress = progress
 
     def fit(self, X: Sequence[np.ndarray], y: Sequence) -> SurrogateCNN:
         y = np.asarray(y).astype(str)
@@ -134,7 +136,8 @@ class SurrogateCNN:
         mean = torch.from_numpy(train_res.mean(0)).float()
         scale = torch.from_numpy(train_res.std(0) + 1e-6).float()
         members, self.loss_curve_ = [], []
-        for j in range(self.n_members):
+        for j in track(range(self.n_members), f"training the surrogate CNN ({self.n_members} networks x {self.epochs} "
+                       "epochs)", enabled=self.progress):
             net, curve = self._fit_member(X, torch.from_numpy(codes), mean, scale, self.random_state + j)
             members.append(net)
             self.loss_curve_.append(curve)

@@ -4,11 +4,12 @@ Static figures are matplotlib ``Figure`` objects built without pyplot (no global
 backend needed); write them with :func:`save_figure` (PNG and SVG by default).
 """
 
-from ._figures import FORMATS, contingency, contingency_table, embedding_panels, save_figure
+from ._figures import FORMATS, contingency, contingency_table, embedding_panels, k_sweep, save_figure
 from ._interactive import interactive_fragment, interactive_scatter, write_interactive
-from ._styles import aligned_styles, category_styles, match_clusters
+from ._styles import aligned_styles, category_styles, match_clusters, set_colors
 
 __all__ = [
     "FORMATS", "aligned_styles", "category_styles", "contingency", "contingency_table", "embedding_panels",
-    "interactive_fragment", "interactive_scatter", "match_clusters", "save_figure", "write_interactive",
+    "interactive_fragment", "interactive_scatter", "k_sweep", "match_clusters", "save_figure",
+    "set_colors", "write_interactive",
 ]

@@ -19,11 +19,14 @@ SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v"
 
 
 def interactive_scatter(adata, color: Sequence[str], basis: str = K.X_TSNE, reference: str | None = None,
-                        hover: Sequence[str] | None = None, title: str | None = None):
+                        hover: Sequence[str] | None = None, title: str | None = None, max_points: int = 20_000,
+                        random_state: int = 0):
     """A plotly figure of the 2-D coordinates, coloured by each column of ``color`` (menu to switch).
 
     Hover shows the record id and every ``hover`` column (default: all ``color`` columns), so a
-    point can be traced back to its sequence. Colours follow :func:`embedding_panels`.
+    point can be traced back to its sequence. Colours follow :func:`embedding_panels`. Above
+    ``max_points`` records a random subset of that size is drawn (the title says so), which keeps
+    a report of a proteome at a few megabytes.
     """
     import plotly.graph_objects as go
 
@@ -31,9 +34,17 @@ def interactive_scatter(adata, color: Sequence[str], basis: str = K.X_TSNE, refe
         color = [color]
     if not color:
         raise InputError("interactive_scatter needs at least one obs column to colour by")
+    ref_values = _obs(adata, reference).to_numpy() if reference is not None else None
+    all_styles = {key: category_styles(_obs(adata, key).to_numpy()) if key == reference
+                  else aligned_styles(ref_values, _obs(adata, key).to_numpy()) for key in color}  # before subsetting
+    n_all = adata.n_obs
+    if n_all > max_points:
+        keep = np.sort(np.random.default_rng(random_state).choice(n_all, max_points, replace=False))
+        adata = adata[keep]
+        title = (title or f"{BASIS_NAMES.get(basis, basis)} of {n_all} sequences") + \
+            f" (random {max_points} drawn)"
     xy = _coords(adata, basis)
     hover = list(dict.fromkeys(list(hover) if hover is not None else list(color)))
-    ref_values = _obs(adata, reference).to_numpy() if reference is not None else None
     ids = adata.obs_names.astype(str).to_numpy()
     custom = np.column_stack([ids] + [_obs(adata, h).astype(str).to_numpy() for h in hover])
     template = "<b>%{customdata[0]}</b><br>" + "<br>".join(
@@ -44,8 +55,7 @@ def interactive_scatter(adata, color: Sequence[str], basis: str = K.X_TSNE, refe
     groups = []
     for i, key in enumerate(color):
         values = _obs(adata, key)
-        styles = (category_styles(values.to_numpy()) if key == reference
-                  else aligned_styles(ref_values, values.to_numpy()))
+        styles = all_styles[key]
         names = np.where(values.isna(), "nan", values.astype(str).to_numpy())
         first = len(fig.data)
         for name in list(styles) + sorted(set(names) - set(styles)):

@@ -1,8 +1,8 @@
 """One colour + marker per class, and cluster colours matched to the classes they recover.
 
 Forty kinase families cannot be told apart by colour alone, so every class gets a colour from a
-256-colour Glasbey palette (maximally distinct neighbours, colorcet) *and* one of several marker
-shapes. Cluster ids are arbitrary integers; colouring them by their best-matching class (Hungarian
+256-colour Glasbey palette for white backgrounds (maximally distinct neighbours, colorcet
+``glasbey_dark``) *and* one of several marker shapes. Cluster ids are arbitrary integers; colouring them by their best-matching class (Hungarian
 matching on the contingency table) makes "same colour in both panels" mean "same group".
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-PALETTE: list[str] = list(cc.palette["glasbey_category10"])
+#: Glasbey colours chosen for contrast on a white background (no pale yellows or pinks).
+PALETTE: list[str] = list(cc.palette["glasbey_dark"])
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p")
 MISSING_STYLE = ("#b0b0b0", ".")  # unlabelled records and noise (HDBSCAN -1)
 MISSING_NAMES = frozenset({"nan", "-1", "None", ""})
@@ -80,3 +81,21 @@ def point_styles(values: Sequence, styles: dict[str, tuple[str, str]]) -> tuple[
     colours = np.array([styles.get(n, MISSING_STYLE)[0] for n in names], dtype=object)
     markers = np.array([styles.get(n, MISSING_STYLE)[1] for n in names], dtype=object)
     return colours, markers
+
+
+def set_colors(adata, keys: Sequence[str], reference: str | None = None) -> None:
+    """Make each obs column categorical and store ``uns['<key>_colors']`` as the report draws it.
+
+    scanpy reads ``<key>_colors`` in the order of the column's categories, so
+    ``sc.pl.embedding(adata, basis='tsne', color=key)`` shows the report's colours (clusters
+    coloured like the class they match; unlabelled records and noise grey).
+    """
+    ref = adata.obs[reference].to_numpy() if reference is not None else None
+    for key in keys:
+        values = adata.obs[key]
+        styles = category_styles(values.to_numpy()) if key == reference else aligned_styles(ref, values.to_numpy())
+        names = categories(values)
+        extra = sorted(set(values.dropna().astype(str)) - set(names))  # e.g. HDBSCAN "noise"
+        text = values.astype("object").map(lambda v: v if pd.isna(v) else str(v))
+        adata.obs[key] = pd.Categorical(text, categories=names + extra)
+        adata.uns[f"{key}_colors"] = [styles.get(c, MISSING_STYLE)[0] for c in names + extra]

@@ -522,9 +522,11 @@ def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.nd
 
     resolved = list(pooled)
     set_embedding(adata, pooled[resolved[0]])
+    neural = model.is_neural
+    if not neural:
+        adata.var_names = model.feature_names()  # k-mer profiles: each column is a k-mer
     for layer in resolved[1:]:
         adata.obsm[K.layer_key(layer)] = pooled[layer]
-    neural = model.is_neural
     windowed = neural and not getattr(model, "recurrent", False)  # a recurrent model reads sequences whole
     info = {
         "model": model.name, "source": model.source, "weights_hash": model.weights_hash,

@@ -147,7 +147,6 @@ class SparseSpectralClustering(ClusterMixin, BaseEstimator):
         """``X``: a symmetric non-negative affinity matrix (sparse or dense), e.g. a kNN graph."""
         from scipy.sparse.csgraph import connected_components
         from scipy.sparse.linalg import eigsh, lobpcg
-        from sklearn.cluster import KMeans
 
         A = sp.csr_matrix(X, dtype=np.float64)
         n = A.shape[0]
@@ -195,13 +194,22 @@ class SparseSpectralClustering(ClusterMixin, BaseEstimator):
                 raise InputError(f"spectral: too few points ({n}) to choose between {lo} and "
                                  f"{self.max_clusters} clusters")
             k = lo + int(np.argmax(self.eigengaps_[lo - 1: hi]))
+        self.eigenvectors_ = vecs
         self.embedding_ = normalize(vecs[:, :k])
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        with thread_limit(n):
-            self.labels_ = KMeans(k, n_init=self.n_init, random_state=seed).fit_predict(self.embedding_)
-        self.labels_ = self.labels_.astype(np.int64)
+        self.labels_ = self.labels_at(k)
         self.n_clusters_ = k
         return self
+
+    def labels_at(self, k: int) -> np.ndarray:
+        """k-means on the first ``k`` eigenvectors of the fitted graph (one eigenproblem serves every k)."""
+        from sklearn.cluster import KMeans
+
+        if not 1 <= k <= self.eigenvectors_.shape[1]:
+            raise InputError(f"spectral: k={k} needs {k} eigenvectors, {self.eigenvectors_.shape[1]} were computed")
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        with thread_limit(len(self.eigenvectors_)):
+            labels = KMeans(k, n_init=self.n_init, random_state=seed).fit_predict(normalize(self.eigenvectors_[:, :k]))
+        return labels.astype(np.int64)
 
 
 class LeidenClustering(ClusterMixin, BaseEstimator):
@@ -225,7 +233,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         self.max_bisections = max_bisections
         self.random_state = random_state
 
-    def _partition(self, resolution: float) -> np.ndarray:
+    def partition(self, resolution: float) -> np.ndarray:
+        """Leiden membership at ``resolution`` on the fitted graph (same seed)."""
         import leidenalg
 
         part = leidenalg.find_partition(self.graph_, leidenalg.RBConfigurationVertexPartition, weights="weight",
@@ -250,7 +259,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
 
     def _fit(self, features: np.ndarray | None) -> LeidenClustering:
         if self.resolution is not None:
-            best = (float(self.resolution), self._partition(self.resolution))
+            best = (float(self.resolution), self.partition(self.resolution))
             self.selection_ = "given resolution"
         elif self.n_clusters is not None:
             best = self._bisect(int(self.n_clusters))
@@ -267,7 +276,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         best = None
         for _ in range(self.max_bisections):
             res = float(np.exp((lo + hi) / 2))
-            labels = self._partition(res)
+            labels = self.partition(res)
             k = len(np.unique(labels))
             self.sweep_.append({"resolution": res, "n_clusters": k})
             if best is None or abs(k - target) < abs(best[2] - target):
@@ -281,7 +290,7 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
         grid = self.resolutions if self.resolutions is not None else np.geomspace(0.05, 10.0, 12)
         candidates = []
         for res in grid:
-            labels = self._partition(res)
+            labels = self.partition(res)
             k = len(np.unique(labels))
             if features is not None:
                 score = silhouette(features, labels, self.metric, self.silhouette_sample, self.random_state)
@@ -291,7 +300,8 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
             candidates.append((score, float(res), labels))
         finite = [c for c in candidates if np.isfinite(c[0])]
         if not finite:
-            raise InputError("leiden: every resolution in the sweep gave a single cluster")
+            raise InputError("leiden: every resolution in the sweep gave a single cluster (too few or too similar "
+                             "sequences?); give the number of clusters (--n-clusters) or use kmeans")
         score, res, labels = max(finite, key=lambda c: c[0])
         return res, labels
 
@@ -322,7 +332,7 @@ class HierarchicalClustering(ClusterMixin, BaseEstimator):
             return self._fit(X)
 
     def _fit(self, X: np.ndarray) -> HierarchicalClustering:
-        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.cluster.hierarchy import linkage
         from scipy.spatial.distance import squareform
 
         n = len(X)
@@ -341,14 +351,17 @@ class HierarchicalClustering(ClusterMixin, BaseEstimator):
                 raise InputError("agglomerative: ward linkage is defined for euclidean distances only")
             self.linkage_matrix_ = linkage(X, method=self.linkage, metric=self.metric)
 
-        def cut(k: int) -> np.ndarray:
-            return fcluster(self.linkage_matrix_, k, criterion="maxclust").astype(np.int64) - 1
-
         if self.n_clusters is not None:
-            self.labels_, self.scores_ = cut(int(self.n_clusters)), None
+            self.labels_, self.scores_ = self.cut(int(self.n_clusters)), None
         else:
-            self.scores_ = {k: silhouette(X, cut(k), self.metric, self.silhouette_sample, self.random_state)
+            self.scores_ = {k: silhouette(X, self.cut(k), self.metric, self.silhouette_sample, self.random_state)
                             for k in k_grid(self.min_clusters, min(self.max_clusters, n - 1))}
-            self.labels_ = cut(_best(self.scores_))
+            self.labels_ = self.cut(_best(self.scores_))
         self.n_clusters_ = len(np.unique(self.labels_))
         return self
+
+    def cut(self, k: int) -> np.ndarray:
+        """The fitted tree cut into (at most) ``k`` clusters, labels from 0."""
+        from scipy.cluster.hierarchy import fcluster
+
+        return fcluster(self.linkage_matrix_, k, criterion="maxclust").astype(np.int64) - 1

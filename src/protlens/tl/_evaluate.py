@@ -49,7 +49,14 @@ def _half_sample_interval(y: np.ndarray, c: np.ndarray, score, estimate: float, 
 
 
 def _agreement(y: np.ndarray, c: np.ndarray) -> dict[str, float]:
+    """Agreement scores; with a single label class there is nothing to agree on, so ARI, NMI and AMI are 0.
+
+    (scikit-learn scores two one-group partitions as identical, 1.0, which would make a chance row read as
+    perfect agreement.)
+    """
     h, comp, v = skm.homogeneity_completeness_v_measure(y, c)
+    if len(np.unique(y)) < 2:
+        return {"ARI": 0.0, "NMI": 0.0, "AMI": 0.0, "homogeneity": h, "completeness": comp, "v_measure": v}
     return {"ARI": skm.adjusted_rand_score(y, c), "NMI": skm.normalized_mutual_info_score(y, c),
             "AMI": skm.adjusted_mutual_info_score(y, c), "homogeneity": h, "completeness": comp, "v_measure": v}
 

@@ -21,8 +21,8 @@ def _split_args(args: list[str]) -> tuple[Path | None, list[str]]:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", context_settings=_EXTRA, help=(
-        "Usage: protlens train [CONFIG] [--key value ...]\n\nTrain or resume a protein language model (masked LM and/or family clustering).\n\n"
+    @app.command("train", context_settings=_EXTRA, options_metavar="[CONFIG] [--key value ...]", help=(
+        "Train or resume a protein language model (masked LM and/or family clustering).\n\n"
         "CONFIG is a TOML or YAML file; every key is also a flag that overrides it, e.g. "
         "--objective mlm --lr 1e-4 --max-steps 100. Launch under torchrun or accelerate launch for "
         "several GPUs or nodes. Options:\n\n" + config_help(TrainConfig).replace("\n", "\n\n")))
@@ -38,8 +38,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"trained {res.step} steps ({res.tokens} tokens); held-out ECE "
                        f"{res.metrics.get('ece_heldout', float('nan')):.3f}; model in {res.export_dir}")
 
-    @app.command("distill", context_settings=_EXTRA, help=(
-        "Usage: protlens distill [CONFIG] [--key value ...]\n\nTinyBERT-style distillation of a teacher into a smaller ESM-2 student (an ordinary checkpoint).\n\n"
+    @app.command("distill", context_settings=_EXTRA, options_metavar="[CONFIG] [--key value ...]", help=(
+        "TinyBERT-style distillation of a teacher into a smaller ESM-2 student (an ordinary checkpoint).\n\n"
         "Options:\n\n" + config_help(DistillConfig).replace("\n", "\n\n")))
     def distill_cmd(ctx: typer.Context) -> None:
         from .distill import distill

@@ -19,11 +19,10 @@ def test_offline_flag_and_unreachable_host_are_detected(monkeypatch):
 
 def test_uncached_hub_name_is_not_downloaded_when_unreachable(monkeypatch, tmp_path):
     """Unreachable hub, empty cache: the error comes without any download attempt (where the retries were)."""
-    import transformers
+    import huggingface_hub
 
     calls = []
-    monkeypatch.setattr(transformers.EsmForMaskedLM, "from_pretrained",
-                        classmethod(lambda cls, *a, **kw: calls.append(kw)))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **kw: calls.append(kw))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))

@@ -713,7 +713,7 @@ def load_hub(repo: str) -> EsmPLM:
         except Exception as e:  # noqa: BLE001 - hub errors come in many types; all mean "not available"
             folder, last = None, e
     if folder is None:
-        why = f" ({type(last).__name__})" if last else ""
+        why = f" ({type(last).__name__})" if last else " (offline)"
         raise InputError(
             f"model '{repo}' is not in the local Hugging Face cache and the hub cannot be reached{why}; "
             "download it elsewhere and pass the folder or .pt file as --model PATH"

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,14 +60,21 @@ def hf_child(folder: Path, fasta: Path, out: Path) -> None:
     np.save(out, run_hf(folder, read_fasta(fasta, 10**9), careful=True, device="cpu", dtype="fp32"))
 
 
-def timed(cmd: list[str], src: Path, cwd: Path) -> float:
-    """Wall seconds of one process from spawn to exit, with ``src`` first on the import path."""
+def timed(cmd: list[str], src: Path, cwd: Path, cpu: dict[str, list[float]], key: str) -> float:
+    """Wall seconds of one process from spawn to exit, with ``src`` first on the import path.
+
+    Its CPU seconds (user + system, from ``RUSAGE_CHILDREN``) go to ``cpu[key]``: under load from other
+    jobs they are the better guide to what an idle machine would show.
+    """
     env = {**os.environ, "PYTHONPATH": str(src)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    cpu.setdefault(key, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return dt
 
 
@@ -117,6 +125,7 @@ def main() -> None:
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load0 = os.getloadavg()[0]
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sys.path.insert(0, str(HERE))
@@ -131,12 +140,15 @@ def main() -> None:
                  "--truncate", "--no-progress", "--checkpoint-every", "0"]
         for r in range(repeats):
             for name, src in trees.items():
-                times.setdefault(f"--help ({name})", []).append(timed([py, "-m", "protlens", "--help"], src, tmp))
+                key = f"--help ({name})"
+                times.setdefault(key, []).append(timed([py, "-m", "protlens", "--help"], src, tmp, cpu, key))
             for name, src in trees.items():
                 (tmp / "out.h5ad").unlink(missing_ok=True)
-                times.setdefault(f"embed 10 ({name})", []).append(timed(embed, src, tmp))
-                times.setdefault("embed 10 (careful HF loop)", []).append(
-                    timed([py, __file__, "--hf-child", str(tmp), str(fasta), str(tmp / "hf.npy")], SRC, tmp))
+                key = f"embed 10 ({name})"
+                times.setdefault(key, []).append(timed(embed, src, tmp, cpu, key))
+                key = "embed 10 (careful HF loop)"
+                times.setdefault(key, []).append(
+                    timed([py, __file__, "--hf-child", str(tmp), str(fasta), str(tmp / "hf.npy")], SRC, tmp, cpu, key))
             print(json.dumps({k: round(v[-1], 2) for k, v in times.items()}), flush=True)
     load1 = os.getloadavg()[0]
     imports = {name: import_times(src) for name, src in trees.items()}
@@ -152,10 +164,10 @@ def main() -> None:
         f"at 1022), random-init ESM-2 {args.arch}, fp32, whole process from spawn to exit (the protlens CLI "
         "writes an .h5ad; the careful HF loop script saves a .npy). Median of "
         f"{repeats} runs (all runs in brackets).", "",
-        "| what | median s | runs (s) |", "|---|---|---|",
+        "| what | median wall s | median CPU s | wall of each run (s) |", "|---|---|---|---|",
     ]
     for k, v in times.items():
-        lines.append(f"| {k} | {med[k]:.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
+        lines.append(f"| {k} | {med[k]:.2f} | {statistics.median(cpu[k]):.2f} | {', '.join(f'{x:.2f}' for x in v)} |")
     lines.append("")
     for name in trees:
         lines.append(f"- `protlens embed` ({name}) / careful HF loop, whole process: "
@@ -176,9 +188,11 @@ def main() -> None:
         return
     args.out.write_text(text)
     this_help, this_embed = med["--help (this tree)"], med["embed 10 (this tree)"]
+    help_cpu = statistics.median(cpu["--help (this tree)"])
     summary = [
-        {"issue": "22", "target": "protlens --help under 1 s", "measured": f"{this_help:.2f} s (median of {repeats}, "
-         f"under load {load0:.0f}-{load1:.0f} on {os.cpu_count()} CPUs)", "met": "yes" if this_help < 1 else "no"},
+        {"issue": "22", "target": "protlens --help under 1 s", "measured": f"{this_help:.2f} s wall, {help_cpu:.2f} s CPU "
+         f"(median of {repeats}, under load {load0:.0f}-{load1:.0f} on {os.cpu_count()} CPUs)",
+         "met": "yes" if this_help < 1 else f"no (wall, under load); CPU {help_cpu:.2f} s"},
         {"issue": "22", "target": "protlens embed on 10 sequences, whole process, no slower than the careful HF loop",
          "measured": f"{this_embed:.2f} s vs {hf:.2f} s ({this_embed / hf:.2f}x the time; median of {repeats}, "
          "alternated, under load)", "met": "yes" if this_embed <= hf else "no"},

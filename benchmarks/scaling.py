@@ -10,7 +10,7 @@ kNN graph made by the ``knn`` step is reused by the graph steps.
         --pipeline --section "A million points ..."     # issue 22; --sizes 100000 for a quick run
 
 Steps: knn (protlens.tl.knn, backend chosen by size), knn_recall (recall@15 of that graph against
-exact search on 10,000 points, and for IVF by nprobe), kmeans (k = 50), spectral (k = 50, on the
+exact search on 10,000 points, and for IVF by nprobe; knn_recall_default: without the nprobe curve), kmeans (k = 50), spectral (k = 50, on the
 kNN graph), leiden (resolution 1.0, on the kNN graph), tsne (openTSNE, FFT, its own perplexity
 search), tsne_graph (openTSNE on uniform affinities of the kNN graph, as tl.project), umap; plus
 scikit-learn defaults (KMeans, SpectralClustering) where they fit. ``--pipeline N`` runs
@@ -60,7 +60,7 @@ def data_paths(workdir: Path, n: int) -> dict[str, Path]:
 RECALL_SAMPLE = 10_000
 
 
-def knn_recall(X: np.ndarray, indices: np.ndarray, params: dict, backend: str) -> dict:
+def knn_recall(X: np.ndarray, indices: np.ndarray, params: dict, backend: str, by_nprobe: bool = True) -> dict:
     """recall@15 of ``indices`` against exact cosine kNN on a random sample; for IVF also recall by nprobe.
 
     The nprobe curve rebuilds an index with the same lists (same seed and training sample) and searches
@@ -81,7 +81,7 @@ def knn_recall(X: np.ndarray, indices: np.ndarray, params: dict, backend: str) -
         return round(float(np.mean([len(e & set(f)) / k for e, f in zip(exact, found)])), 4)
 
     out = {"recall@15": recall(indices[q]), "recall_sample": len(q)}
-    if backend == "faiss-ivf":
+    if backend == "faiss-ivf" and by_nprobe:
         from protlens.tl._neighbors import IVF_BATCH_MIN_N
 
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(X.shape[1]), X.shape[1], params["nlist"], faiss.METRIC_INNER_PRODUCT)
@@ -128,9 +128,10 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
         sp.save_npz(paths["dist"], dist)
         np.savez(paths["knn"], indices=res.indices, backend=res.backend, params=json.dumps(res.params))
         out["knn_label_purity"] = float((y[res.indices] == y[:, None]).mean())
-    elif step == "knn_recall":  # of the graph the knn step saved (a step of its own: not in the target's time)
+    elif step in ("knn_recall", "knn_recall_default"):  # of the graph the knn step saved (not in the target's time)
         saved = np.load(paths["knn"])
-        out.update(knn_recall(X, saved["indices"], json.loads(str(saved["params"])), str(saved["backend"])))
+        out.update(knn_recall(X, saved["indices"], json.loads(str(saved["params"])), str(saved["backend"]),
+                              by_nprobe=step == "knn_recall"))
     elif step == "kmeans":
         from protlens.tl import KMeansClustering
 
@@ -358,7 +359,8 @@ def main() -> None:
     log = workdir / "rows.jsonl"
     if args.report_only:
         rows = [json.loads(line) for line in log.read_text().splitlines()]
-        return write_section([r for r in rows if r["step"] != "pipeline"], args.section, rows[0]["command"],
+        commands = "`; `".join(dict.fromkeys(r["command"] for r in rows))
+        return write_section([r for r in rows if r["step"] != "pipeline"], args.section, commands,
                              args.load_note, args.results)
     print(f"# machine: {machine()}; data in {workdir}", flush=True)
     rows = []

@@ -9,6 +9,8 @@ shares matter more than the totals.
 
     python benchmarks/profile_avx2.py --arch 8M --arch 35M --limit 40
     python benchmarks/profile_avx2.py --quick
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/profile_avx2.py --arch 8M --append
+        # an AVX2-only CPU's kernels on an AVX-512 machine (torch's and oneDNN's own switches)
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="8M on 8 sequences, printed only")
     p.add_argument("--load", default="not stated", help="load conditions, written into the results")
     p.add_argument("--out", type=Path, default=HERE / "results" / "profile_avx2.md")
+    p.add_argument("--append", action="store_true", help="add this run's section to --out instead of replacing it")
     args = p.parse_args()
     if not args.fasta.exists():
         sys.exit(f"skipped: {args.fasta} not found")
@@ -113,8 +116,10 @@ def main() -> None:
     seqs = [s[:1022] for _, s in recs]
     lengths = [len(s) for s in seqs]
     load0 = os.getloadavg()[0]
-    lines = ["## Where the ESM-2 forward spends its time on this CPU (issue 22, item 1)", "",
-             f"Command: `python benchmarks/profile_avx2.py {' '.join(sys.argv[1:])}` "
+    isa_env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
+    lines = ["## Where the ESM-2 forward spends its time on this CPU (issue 22, item 1)"
+             + (f", kernels limited by {isa_env}" if isa_env else ""), "",
+             f"Command: `{isa_env + ' ' if isa_env else ''}python benchmarks/profile_avx2.py {' '.join(sys.argv[1:])}` "
              f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}). Machine: {machine()} "
              f"({platform.machine()}, torch threads {torch.get_num_threads()}).",
              f"Load: {args.load}; 1-min load average {load0:.1f} at the start. Input: the first {limit} kinases "
@@ -162,7 +167,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.quick:
-        args.out.write_text(text)
+        old = args.out.read_text() + "\n" if args.append and args.out.exists() else ""
+        args.out.write_text(old + text)
 
 
 if __name__ == "__main__":

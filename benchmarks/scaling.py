@@ -327,13 +327,15 @@ def write_section(rows: list[dict], title: str, command: str, load_note: str, ou
             summary += [
                 {"issue": "22", "target": f"kNN + Leiden + k-means on {n:,} x {DIM} in < 10 min on 2 cores",
                  "measured": f"{wall / 60:.1f} min wall, {cpu / 60:.1f} CPU-min (load average up to {load:.0f} "
-                             "from other jobs)", "met": "yes" if wall < 600 else "no (under load)"},
+                             "from other jobs)", "met": "yes" if wall < 600 else "no"},
                 {"issue": "22", "target": f"kNN + Leiden + k-means on {n:,} x {DIM} in < 16 GB",
                  "measured": f"peak RSS {peak:.2f} GB", "met": "yes" if peak < 16 else "no"},
-                {"issue": "22", "target": "kNN recall@15 >= 0.9 against exact search (10k sample)",
-                 "measured": f"{steps['knn'].get('recall@15')}", "met": "yes" if steps["knn"].get("recall@15", 0) >= 0.9
-                 else "no"},
             ]
+            rec = steps.get("knn_recall", steps.get("knn_recall_default", {})).get("recall@15")
+            if rec is not None:
+                summary.append({"issue": "22", "target": "kNN recall@15 >= 0.9 against exact search (10k sample)",
+                                "measured": f"{rec} at n = {n:,} (nprobe {steps['knn']['knn_params'].get('nprobe')})",
+                                "met": "yes" if rec >= 0.9 else "no"})
     text = "\n".join(lines) + "\n"
     old = out.read_text() if out.exists() else ""
     start = old.find(f"## {title}\n")

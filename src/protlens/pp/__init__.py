@@ -1,10 +1,14 @@
-"""Preprocessing: turning sequences into embeddings."""
+"""Preprocessing: turning sequences into embeddings.
 
-from ._embed import EmbedResult, embed, embed_sequences, plan_batches
-from ._windows import WINDOW_RULE, window_spans
+Names load on first use (``lazy_loader``): the CLI starts without torch; ``embed_ray`` imports
+Ray only when called.
+"""
 
-__all__ = ["WINDOW_RULE", "EmbedResult", "embed", "embed_sequences", "plan_batches", "window_spans"]
+import lazy_loader as _lazy
 
-from ._ray import embed_ray  # noqa: E402  (imports Ray only when called)
-
-__all__ += ["embed_ray"]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={"_embed": ["EmbedResult", "embed", "embed_sequences", "plan_batches"],
+                  "_windows": ["WINDOW_RULE", "window_spans"],
+                  "_ray": ["embed_ray"]},
+)

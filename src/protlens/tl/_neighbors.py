@@ -23,6 +23,10 @@ METHODS = ("auto", "sklearn", "faiss-flat", "faiss-ivf", "faiss-hnsw", "faiss-gp
 SKLEARN_MAX_N = 5_000
 #: Up to this n, FAISS exact search; beyond it, FAISS IVF (sub-quadratic, deterministic).
 EXACT_MAX_N = 20_000
+#: From this n, IVF trains its lists on 40 points per list (FAISS' lower bound; all points below) and
+#: searches list by list (queries grouped per list, one GEMM each: FAISS ``big_batch_search``), which
+#: finds the same neighbours as query-by-query search in 0.45x its CPU time at 100k (issue 22).
+IVF_BATCH_MIN_N = 100_000
 
 
 @dataclass
@@ -113,6 +117,9 @@ def knn(X: np.ndarray, n_neighbors: int = 15, metric: str = "cosine", method: st
             nprobe = min(nprobe or 32, nlist)
             index = faiss.IndexIVFFlat(faiss.IndexFlat(d, faiss_metric), d, nlist, faiss_metric)
             index.cp.seed = int(random_state)
+            if n >= IVF_BATCH_MIN_N:
+                index.cp.max_points_per_centroid = 40
+                params.update(train_points=min(n, 40 * nlist), search="by list (faiss big_batch_search)")
             index.train(X)
             index.nprobe = nprobe
             params.update(nlist=nlist, nprobe=nprobe)
@@ -121,7 +128,16 @@ def knn(X: np.ndarray, n_neighbors: int = 15, metric: str = "cosine", method: st
             index.hnsw.efSearch = ef_search or max(2 * k1, 64)
             params.update(hnsw_m=hnsw_m, ef_search=index.hnsw.efSearch)
         index.add(X)
-        sims, idx = index.search(X, k1)
+        if backend == "faiss-ivf" and n >= IVF_BATCH_MIN_N:
+            import contextlib
+            import io
+
+            from faiss.contrib.big_batch_search import big_batch_search
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints progress whatever its verbosity
+                sims, idx = big_batch_search(index, X, k1)
+        else:
+            sims, idx = index.search(X, k1)
         if metric == "cosine":
             dist = 1.0 - sims
         else:

@@ -17,6 +17,9 @@ TSNE_AFFINITIES = ("auto", "perplexity", "graph")
 #: From this n, ``affinities="auto"`` builds t-SNE's affinities on the stored kNN graph: openTSNE's own
 #: perplexity-30 search (90 neighbours, Annoy) would be a second neighbour search of the same points.
 TSNE_GRAPH_MIN_N = 50_000
+#: From this n, UMAP takes its neighbours from the stored kNN graph (when it matches ``use_rep`` and the
+#: metric) instead of its own NN-descent: 323 s of its 300k run, single-threaded (issue 22).
+UMAP_GRAPH_MIN_N = 50_000
 
 
 def graph_affinities(distances: sp.spmatrix) -> sp.csr_matrix:
@@ -83,17 +86,35 @@ def _tsne_affinities(adata: ad.AnnData, affinities: str, neighbors_key: str, use
     return None, "perplexity"
 
 
+def knn_arrays(distances: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, distances) of a directed kNN graph with each point first, as UMAP's ``precomputed_knn`` wants."""
+    D = sp.csr_matrix(distances)
+    n, k = D.shape[0], int(np.diff(D.indptr).min())
+    if k != np.diff(D.indptr).max():
+        raise InputError("project (umap): the stored kNN graph has rows of different lengths")
+    idx, dist = D.indices.reshape(n, k), D.data.reshape(n, k)
+    order = np.argsort(dist, axis=1, kind="stable")
+    idx, dist = np.take_along_axis(idx, order, 1), np.take_along_axis(dist, order, 1)
+    return (np.hstack([np.arange(n)[:, None], idx]).astype(np.int64),
+            np.hstack([np.zeros((n, 1)), dist]).astype(np.float32))
+
+
 def _umap(X: np.ndarray, n_components: int, metric: str, random_state: int, n_neighbors: int = 15,
-          min_dist: float = 0.1, **params) -> tuple[np.ndarray, dict]:
+          min_dist: float = 0.1, knn: tuple[np.ndarray, np.ndarray] | None = None,
+          **params) -> tuple[np.ndarray, dict]:
+    """umap-learn; with ``knn`` (from :func:`knn_arrays`) it runs no neighbour search of its own."""
     with warnings.catch_warnings():  # umap warns at import that optional TensorFlow is absent
         warnings.simplefilter("ignore", ImportWarning)
         from umap import UMAP
 
-    n_neighbors = min(n_neighbors, len(X) - 1)
+    n_neighbors = min(n_neighbors, len(X) - 1, *([knn[0].shape[1]] if knn is not None else []))
     # A fixed random_state makes UMAP single-threaded; say so rather than let it warn.
     model = UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                 random_state=random_state, n_jobs=1, **params)
-    return model.fit_transform(X), {"n_neighbors": n_neighbors, "min_dist": min_dist}
+                 random_state=random_state, n_jobs=1, precomputed_knn=knn or (None, None, None), **params)
+    with warnings.catch_warnings():  # without NNDescent's index UMAP cannot .transform new points; we never do
+        warnings.filterwarnings("ignore", message="precomputed_knn.2. .knn_search_index.")
+        Y = model.fit_transform(X)
+    return Y, {"n_neighbors": n_neighbors, "min_dist": min_dist}
 
 
 def _pca(X: np.ndarray, n_components: int, metric: str, random_state: int, **params) -> tuple[np.ndarray, dict]:
@@ -115,7 +136,8 @@ def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_
     rows. t-SNE ``affinities``: ``perplexity`` (openTSNE's own neighbour search), ``graph``
     (uniform on the kNN graph of ``tl.neighbors`` under ``neighbors_key``, no second search) or
     ``auto`` (graph from :data:`TSNE_GRAPH_MIN_N` points when that graph matches ``use_rep`` and
-    ``metric``); the choice is recorded in ``uns``. Extra ``params`` go to openTSNE.TSNE /
+    ``metric``); the choice is recorded in ``uns``. UMAP takes its neighbours from that graph from
+    :data:`UMAP_GRAPH_MIN_N` points (recorded as ``neighbors``). Extra ``params`` go to openTSNE.TSNE /
     umap.UMAP / sklearn PCA.
     """
     if method not in PROJECT_METHODS:
@@ -130,6 +152,10 @@ def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_
         P, how = _tsne_affinities(adata, affinities, neighbors_key, use_rep, metric)
         Y, resolved = run(X, n_components, metric, random_state, affinities=P, **params)
         resolved["affinities"] = how
+    elif method == "umap" and adata.n_obs >= UMAP_GRAPH_MIN_N and \
+            (graph := _stored_graph(adata, neighbors_key, use_rep, metric)) is not None:
+        Y, resolved = run(X, n_components, metric, random_state, knn=knn_arrays(graph), **params)
+        resolved["neighbors"] = f"kNN graph (uns['{neighbors_key}'])"
     else:
         Y, resolved = run(X, n_components, metric, random_state, **params)
     key = key_added or PROJECT_METHODS[method]

@@ -218,6 +218,8 @@ def _tamper(part: Path, kind: str) -> None:
         elif kind == "edited":  # a coherent file whose numbers were changed: only the checksum sees it
             key = next(k for k in arrays if k.endswith("/sum2"))
             arrays[key] = arrays[key] + 1
+        elif kind == "index-retyped":  # the batch index rewritten as floats that still truncate to its ints
+            arrays["batches"] = arrays["batches"] * np.float32(1.0001)
         with open(part, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -234,7 +236,8 @@ def checkpointed(world):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, problem", [
     ("truncated", "unreadable"), ("zeroed", "unreadable"), ("empty", "unreadable"),
-    ("nan", "holds NaN or inf"), ("edited", "checksum mismatch (damaged)"), ("foreign", None)])
+    ("nan", "holds NaN or inf"), ("edited", "checksum mismatch (damaged)"),
+    ("index-retyped", "checksum mismatch (damaged)"), ("foreign", None)])
 def test_tampered_part_is_named_and_recomputed(world, checkpointed, kind, problem):
     d = _fresh(world, f"tamper-{kind}")
     shutil.copytree(checkpointed / "out.h5ad.parts", d / "out.h5ad.parts")

@@ -226,7 +226,8 @@ class _Progress:
                 arrays = {k: z[k] for k in z.files}
             fingerprint = str(arrays.pop("fingerprint"))
             checksum = str(arrays.pop("checksum"))
-            index = arrays.pop("batches").astype(np.int64).tolist()
+            stored_index = arrays.pop("batches")  # checksummed as stored: a retyped index is a damaged part
+            index = stored_index.astype(np.int64).tolist()
         except Exception as e:  # noqa: BLE001 -- whatever numpy/zipfile raise for a damaged file
             return f"unreadable ({type(e).__name__}: truncated, zeroed or not a progress part)", {}
         batches = {b: {k[len(f"b{b}/"):]: v for k, v in arrays.items() if k.startswith(f"b{b}/")} for b in index}
@@ -234,7 +235,7 @@ class _Progress:
             return "foreign", batches
         if not all(np.isfinite(v).all() for v in arrays.values() if v.dtype.kind == "f"):
             return "holds NaN or inf", batches
-        if _checksum({**arrays, "batches": np.array(index, dtype=np.int64)}) != checksum:
+        if _checksum({**arrays, "batches": stored_index}) != checksum:
             return "checksum mismatch (damaged)", batches
         if not all(0 <= b < n_batches for b in index):
             return "batch numbers out of range", batches

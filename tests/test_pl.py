@@ -115,6 +115,7 @@ def test_interactive_scatter_hover_and_menu(tmp_path):
     path = pl.write_interactive(fig, tmp_path / "s.html")
     text = path.read_text()
     assert "seq0" in text and "<script src=\"http" not in text  # plotly.js inlined, works offline
+    assert "protlens-plotly-gz" in text and len(text) < 2_500_000  # compressed: 4.8 MB of plotly.js in 1.9 MB
 
 
 def test_set_colors_match_the_report_styles():

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0"]
+         "--disable-dev-shm-usage", "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=60000"]  # --dump-dom waits for the report's asynchronous drawing
 
 CHECKER = """<!DOCTYPE html><html><body>
 <iframe id="report" src="report.html" style="width:1200px;height:900px"></iframe>
@@ -37,8 +38,10 @@ function inked(img) {
   for (let i = 0; i < d.length; i += 4) if (d[i] < 235 || d[i + 1] < 235 || d[i + 2] < 235) ink++;
   return ink / (d.length / 4);
 }
-document.getElementById("report").addEventListener("load", () => {
-  const doc = document.getElementById("report").contentDocument;
+document.getElementById("report").addEventListener("load", async () => {
+  const frame = document.getElementById("report");
+  const doc = frame.contentDocument;
+  await Promise.all(frame.contentWindow.protlensPlots || []);  // plotly.js is unpacked and drawn after load
   const result = {
     images: [...doc.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight, inked(i)]),
     plots: doc.querySelectorAll(".js-plotly-plot").length,

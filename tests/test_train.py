@@ -393,3 +393,23 @@ def test_exported_linear_head_is_reloaded_for_bench(corpus, tmp_path):
                                rtol=1e-5, atol=1e-6)
     assert load_cluster_head(train(tiny_cfg(corpus, tmp_path / "m", objective="mlm", max_steps=1)).export_dir,
                              32) is None
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_help_lists_every_option_once_with_a_description(command):
+    """Each config field appears as exactly one ``--flag TYPE (default ...): description`` line."""
+    import dataclasses
+    import re
+
+    from typer.testing import CliRunner
+
+    from protlens.cli import app
+    from protlens.train.config import DistillConfig
+
+    cls = TrainConfig if command == "train" else DistillConfig
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output
+    assert out.count("Usage:") == 1
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        lines = [line for line in out.splitlines() if re.search(rf"{flag} [A-Z]+ \(default [^)]*\): \S", line)]
+        assert len(lines) == 1, (flag, out)

@@ -59,3 +59,8 @@ def aa_nll(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def ece(total_nll: float, count: int) -> float:
     """exp(mean negative log-likelihood); NaN when nothing was scored."""
     return math.exp(total_nll / count) if count else float("nan")
+
+
+def describe(value: float) -> str:
+    """An ECE with its scale, for printouts: ``'19.0 (uniform guess = 25, lower is better)'``."""
+    return f"{value:.2f} (uniform guess = {len(AA_TOKENS)}, lower is better)"

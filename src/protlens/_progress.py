@@ -8,7 +8,7 @@ otherwise (:class:`Steps`). Both are silent when disabled (tests, ``--no-progres
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -26,8 +26,12 @@ def shown(enabled: bool) -> bool:
     return enabled and _console().is_terminal
 
 
-def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
-    """Iterate with a progress bar (count, elapsed, time remaining) on stderr."""
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True,
+          label: Callable[[T], str] | None = None) -> Iterator[T]:
+    """Iterate with a progress bar (count, elapsed, time remaining) on stderr.
+
+    ``label(item)``, when given, replaces the description while that item is being worked on.
+    """
     if not shown(enabled):
         yield from items
         return
@@ -36,8 +40,15 @@ def track(items: Iterable[T], description: str, total: int | None = None, enable
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("left"), TimeRemainingColumn())
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
     with Progress(*columns, console=_console()) as bar:
-        yield from bar.track(items, total=total, description=description)
+        task = bar.add_task(description, total=total)
+        for item in items:
+            if label is not None:
+                bar.update(task, description=f"{description}: {label(item)}")
+            yield item
+            bar.advance(task)
 
 
 class Steps:

@@ -1,6 +1,6 @@
 """One self-contained HTML report: figures inline, metrics next to chance and baselines, parameters, versions.
 
-Everything the page shows is inside the file (PNG figures as data URIs, plotly.js inlined), so it
+Everything the page shows is inside the file (PNG figures as data URIs, plotly.js inlined gzip-compressed), so it
 can be mailed, archived or opened on an offline machine and still look the same.
 """
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .._progress import track
 from ..errors import InputError
 from ..models import ESM2_ARCHS, EsmPLM, KmerEmbedder, esm2_config, load_model
 from . import activity, ece, family, figures, function, homology, mutation, ppi, similarity
@@ -37,6 +38,8 @@ HEADLINE = [
     ("homology", "sf_hit10", "SF-Hit@10"), ("homology", "fold_hit10", "F-Hit@10"),
     ("similarity", "auroc", "Same-fam AUROC"),
 ]
+#: Stands for "the sequence baselines of a task" in the run's list of (model, task) units.
+BASELINES = "sequence baselines"
 COLUMNS = ["model", "task", "metric", "value", "n", "seconds", "note"]
 
 
@@ -127,36 +130,39 @@ def run_bench(models: Sequence[str], tasks: str | Sequence[str] = "all", out: st
             records.append(dict(model=model, task=r.task, metric=r.metric, value=r.value, n=r.n,
                                 seconds=round(seconds, 2), note=r.note))
 
-    if baselines:
-        for t in task_names:
-            fn = getattr(TASKS[t], "baselines", None)
-            if fn is not None:
-                t0 = time.perf_counter()
-                result = fn(ctx)
-                dt = time.perf_counter() - t0
-                for name, rows in result.items():
-                    add(f"baseline:{name}", rows, dt / len(result))
-                log(f"baselines of {t}: {dt:.1f}s")
-    for name in models:
+    # one flat list of (model, task) units, so that one bar with a time estimate covers the whole run
+    units = [(BASELINES, t) for t in task_names if baselines and getattr(TASKS[t], "baselines", None) is not None]
+    units += [(name, t) for name in models for t in task_names]
+    loaded: dict[str, BenchModel] = {}
+    for name, t in track(units, "bench", enabled=progress, label=lambda u: f"{u[0]} / {u[1]}"):
         t0 = time.perf_counter()
-        plm = resolve_model(name, seed)
-        if isinstance(plm, EsmPLM):
-            plm.to(ctx.device)
-        head = model_head(name, plm) if through_head else None
-        if through_head:
-            embedding_notes[name] = ("pooled embeddings mapped through its trained clustering head" if head is not None
-                                     else "no clustering head: plain mean-pooled last layer")
-        bm = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device, head=head)
-        log(f"{name}: loaded in {time.perf_counter() - t0:.1f}s")
-        for t in task_names:
-            t0 = time.perf_counter()
-            if t == "ece" and getattr(plm, "autoregressive", False):
-                rows = skipped(t, "not applicable: a left-to-right model (UniRep) makes no masked-token predictions")
-            else:
-                rows = TASKS[t].run(ctx, bm)
+        if name == BASELINES:
+            result = TASKS[t].baselines(ctx)
             dt = time.perf_counter() - t0
-            add(name, rows, dt)
-            log(f"{name} / {t}: {dt:.1f}s ({bm.residues_embedded} residues embedded so far)")
+            for base, rows in result.items():
+                add(f"baseline:{base}", rows, dt / len(result))
+            log(f"baselines of {t}: {dt:.1f} s")
+            continue
+        if name not in loaded:
+            loaded.clear()  # one model in memory at a time
+            plm = resolve_model(name, seed)
+            if isinstance(plm, EsmPLM):
+                plm.to(ctx.device)
+            head = model_head(name, plm) if through_head else None
+            if through_head:
+                embedding_notes[name] = ("pooled embeddings mapped through its trained clustering head"
+                                         if head is not None else "no clustering head: plain mean-pooled last layer")
+            loaded[name] = BenchModel(name, plm, max_tokens=max_tokens, device=ctx.device, head=head)
+            log(f"{name}: loaded in {time.perf_counter() - t0:.1f} s")
+            t0 = time.perf_counter()
+        bm = loaded[name]
+        if t == "ece" and getattr(bm.model, "autoregressive", False):
+            rows = skipped(t, "not applicable: a left-to-right model (UniRep) makes no masked-token predictions")
+        else:
+            rows = TASKS[t].run(ctx, bm)
+        dt = time.perf_counter() - t0
+        add(name, rows, dt)
+        log(f"{name} / {t}: {dt:.1f} s ({bm.residues_embedded:,} residues embedded so far)")
     df = pd.DataFrame(records, columns=COLUMNS)
     df.attrs["excluded"] = dict(ctx.excluded)  # per pool (removed, kept), for reports that merge several runs
     df.to_csv(out / "results.csv", index=False)

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from .. import _keys as K
 from ..errors import InputError
@@ -148,7 +148,10 @@ def k_sweep(curves: pd.DataFrame, band: pd.DataFrame | None = None, n_classes: i
         if n_classes:
             ax.axvline(n_classes, color="black", lw=1, ls=":", label=f"{n_classes} labelled classes")
         ax.set_xscale("log")
+        # labels at 1, 2, 5 x 10^n only: log-scale minor labels at every integer overlapped
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("number of clusters k (log scale)", fontsize=12)
         ax.set_ylabel(metric if metric != "stability" else "stability (mean ARI, half-sample vs full)", fontsize=12)
         ax.tick_params(labelsize=11)

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
         "--objective mlm --lr 1e-4 --max-steps 100. Launch under torchrun or accelerate launch for "
         "several GPUs or nodes. Options:\n\n" + config_help(TrainConfig).replace("\n", "\n\n")))
     def train_cmd(ctx: typer.Context) -> None:
+        from .._ece import describe
         from .trainer import train
 
         config, flags = _split_args(list(ctx.args))
@@ -35,13 +36,14 @@ def register(app: typer.Typer) -> None:
         with job_lock(cfg.out_dir):
             res = train(cfg)
         if res.export_dir is not None:
-            typer.echo(f"trained {res.step} steps ({res.tokens} tokens); held-out ECE "
-                       f"{res.metrics.get('ece_heldout', float('nan')):.3f}; model in {res.export_dir}")
+            typer.echo(f"trained {res.step} optimizer steps ({res.tokens:,} tokens); held-out masked-token ECE "
+                       f"{describe(res.metrics.get('ece_heldout', float('nan')))}; model in {res.export_dir}")
 
     @app.command("distill", context_settings=_EXTRA, options_metavar="[CONFIG] [--key value ...]", help=(
         "TinyBERT-style distillation of a teacher into a smaller ESM-2 student (an ordinary checkpoint).\n\n"
         "Options:\n\n" + config_help(DistillConfig).replace("\n", "\n\n")))
     def distill_cmd(ctx: typer.Context) -> None:
+        from .._ece import describe
         from .distill import distill
 
         config, flags = _split_args(list(ctx.args))
@@ -49,8 +51,9 @@ def register(app: typer.Typer) -> None:
         check_outputs({"--out-dir": cfg.out_dir}, inputs={"CONFIG": config}, folders={"--out-dir"})
         with job_lock(cfg.out_dir):
             res = distill(cfg)
-        typer.echo(f"distilled {res.step} steps; student held-out ECE {res.metrics.get('ece_heldout', float('nan')):.3f}; "
-                   f"model in {res.export_dir}")
+        typer.echo(f"distilled {res.step} optimizer steps; held-out masked-token ECE: student "
+                   f"{describe(res.metrics.get('ece_heldout', float('nan')))}, teacher "
+                   f"{res.metrics.get('teacher_ece_heldout', float('nan')):.2f}; model in {res.export_dir}")
 
     @app.command("toy-cpbc")
     def toy_cmd(out: Path = typer.Option(..., "--out", help="Figure file (.png/.pdf/.svg)."),

@@ -8,7 +8,10 @@ Config files may be flat or grouped in tables (``[model]``, ``[data]``, ...): ta
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ class TrainConfig:
 
     # --- data ---
     data: str = ""  #: TSV/CSV with id, sequence, family, superfamily (labels may be empty)
-    out_dir: str = "runs/train"
+    out_dir: str = "runs/train"  #: folder for checkpoints, metrics.csv, tensorboard logs and the export
     crop: int = 512  #: residues per sequence per read; longer ones get a random window each read
     ece_holdout_frac: float = 0.10  #: sequences held out for masked-token ECE
     label_holdout_frac: float = 0.0  #: fraction of label groups held out entirely (remote-homology test)
@@ -31,12 +34,12 @@ class TrainConfig:
     label_holdout_prefix: str = "cath:"  #: only labels with this prefix are candidates for holding out
     drop_label_prefixes: list[str] = field(default_factory=list)  #: labels starting so are ignored
     min_family_size: int = 1  #: families with fewer training members are treated as missing labels
-    split_seed: int = 0
+    split_seed: int = 0  #: seed of the held-out splits (keep it to resume or compare runs on one split)
     # --- model ---
     model: str = "scratch"  #: "scratch" (fresh ESM-2) or anything protlens.models.load_model accepts
-    num_layers: int = 6
-    hidden_size: int = 320
-    num_heads: int = 20
+    num_layers: int = 6  #: transformer layers of a scratch model
+    hidden_size: int = 320  #: hidden size of a scratch model
+    num_heads: int = 20  #: attention heads of a scratch model (must divide hidden_size)
     cluster_dim: int = 0  #: clustering-space dimension (0 = hidden size)
     cluster_head: str = "mlp"  #: mlp (separate 2-layer projection), linear, or none (score P itself, eq. 7)
     # --- objective ---
@@ -47,33 +50,33 @@ class TrainConfig:
     graph_temperature: float = 1.0  #: logits are divided by this
     graph_weight: float = 1.0  #: multiplies L_commu in L_model (1 = published)
     delay_k: int = 4  #: superfamily nodes get their accumulated gradient every K optimizer steps (1 = no delay)
-    mask_prob: float = 0.15
+    mask_prob: float = 0.15  #: fraction of residues masked for the MLM loss
     # --- optimisation ---
-    lr: float = 5e-5
-    weight_decay: float = 0.01
+    lr: float = 5e-5  #: peak learning rate of AdamW
+    weight_decay: float = 0.01  #: AdamW weight decay
     node_lr: float = 0.0  #: learning rate of family/superfamily nodes (0 = same as lr)
-    warmup_steps: int = 0
+    warmup_steps: int = 0  #: optimizer steps of linear learning-rate warm-up
     lr_schedule: str = "constant"  #: constant or cosine (cosine needs max_steps)
     max_tokens: int = 8192  #: padded tokens per micro-batch per device
     grad_accum: int = 1  #: micro-batches per optimizer step per device
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  #: gradient-norm clip (0 = no clipping)
     max_steps: int = 0  #: 0 = no step limit
     max_epochs: float = 0.0  #: 0 = no epoch limit
     max_time_min: float = 0.0  #: wall-clock budget summed over resumed sessions; 0 = none
     precision: str = "auto"  #: auto (bf16 on a bf16 GPU, fp32 otherwise), bf16, fp16 (objective mlm only) or no
     threads: int = 0  #: torch CPU threads (0 = torch default)
-    seed: int = 0
+    seed: int = 0  #: seed of initialisation, masking and batch order
     # --- evaluation, logging, checkpoints ---
     eval_every: int = 200  #: optimizer steps between held-out ECE evaluations
     eval_max_seqs: int = 512  #: held-out sequences used for ECE (a fixed subset)
-    log_every: int = 10
-    save_every_min: float = 10.0
-    save_every_steps: int = 0
-    keep_checkpoints: int = 2
+    log_every: int = 10  #: optimizer steps between metrics.csv rows
+    save_every_min: float = 10.0  #: minutes between checkpoints (0 = off)
+    save_every_steps: int = 0  #: optimizer steps between checkpoints (0 = off)
+    keep_checkpoints: int = 2  #: newest checkpoints kept on disk
     resume: str = "auto"  #: auto (latest checkpoint in out_dir), never, or a checkpoint folder
     export_dtype: str = "fp32"  #: fp32 or fp16 weights in the exported HF folder
-    export_name: str = "export"
-    progress: bool = True
+    export_name: str = "export"  #: subfolder of out_dir for the exported model
+    progress: bool = True  #: progress bar on stderr (--no-progress to turn off)
 
 
 @dataclass
@@ -81,34 +84,34 @@ class DistillConfig:
     """Settings of ``protlens distill`` (TinyBERT-style teacher -> student)."""
 
     teacher: str = ""  #: any load_model source (e.g. an export folder of protlens train)
-    data: str = ""
-    out_dir: str = "runs/distill"
-    student_layers: int = 3
-    student_hidden: int = 160
-    student_heads: int = 8
+    data: str = ""  #: TSV/CSV with id and sequence columns (training text for the student)
+    out_dir: str = "runs/distill"  #: folder for metrics.csv and the exported student
+    student_layers: int = 3  #: transformer layers of the student
+    student_hidden: int = 160  #: hidden size of the student
+    student_heads: int = 8  #: attention heads of the student (must divide student_hidden)
     layer_map: str = "uniform"  #: uniform: student layer i <- teacher layer i * (L_t / L_s)
-    crop: int = 512
-    mask_prob: float = 0.15
+    crop: int = 512  #: residues per sequence per read; longer ones get a random window each read
+    mask_prob: float = 0.15  #: fraction of residues masked in the student's input
     temperature: float = 2.0  #: soft MLM-logit temperature
-    hidden_weight: float = 1.0
-    attn_weight: float = 1.0
-    logit_weight: float = 1.0
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    max_tokens: int = 8192
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    max_steps: int = 100
-    max_time_min: float = 0.0
-    threads: int = 0
-    seed: int = 0
-    log_every: int = 10
-    eval_max_seqs: int = 256
-    ece_holdout_frac: float = 0.10
-    split_seed: int = 0
-    export_dtype: str = "fp32"
-    progress: bool = True
+    hidden_weight: float = 1.0  #: weight of the hidden-state MSE term
+    attn_weight: float = 1.0  #: weight of the attention-map MSE term
+    logit_weight: float = 1.0  #: weight of the soft MLM-logit term
+    lr: float = 5e-4  #: learning rate of AdamW
+    weight_decay: float = 0.01  #: AdamW weight decay
+    warmup_steps: int = 0  #: optimizer steps of linear learning-rate warm-up
+    max_tokens: int = 8192  #: padded tokens per micro-batch per device
+    grad_accum: int = 1  #: micro-batches per optimizer step per device
+    max_grad_norm: float = 1.0  #: gradient-norm clip (0 = no clipping)
+    max_steps: int = 100  #: optimizer steps to run
+    max_time_min: float = 0.0  #: wall-clock budget in minutes; 0 = none
+    threads: int = 0  #: torch CPU threads (0 = torch default)
+    seed: int = 0  #: seed of initialisation, masking and batch order
+    log_every: int = 10  #: optimizer steps between metrics.csv rows
+    eval_max_seqs: int = 256  #: held-out sequences used for the final ECE
+    ece_holdout_frac: float = 0.10  #: held-out fraction when the teacher carries no split of its own
+    split_seed: int = 0  #: seed of that split
+    export_dtype: str = "fp32"  #: fp32 or fp16 weights in the exported HF folder
+    progress: bool = True  #: progress lines on stderr (--no-progress to turn off)
 
 
 def _flatten(d: dict[str, Any]) -> dict[str, Any]:
@@ -225,10 +228,23 @@ def config_to_json(cfg: Any) -> str:
     return json.dumps(config_to_dict(cfg), indent=2, sort_keys=True)
 
 
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's ``#:`` comment (Sphinx's attribute-doc convention): one text for the code and ``--help``."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source shipped (e.g. a frozen build): options without descriptions
+        return {}
+    return {m[1]: m[2].strip() for m in re.finditer(r"^    (\w+): [^=\n]+=[^\n]*?#:(.*)$", source, re.M)}
+
+
 def config_help(cls: type) -> str:
-    """One line per option with its default (for ``--help``)."""
+    """One line per option: flag, type, default and description (for ``--help``)."""
+    docs, hints = field_docs(cls), get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"--{f.name.replace('_', '-')} (default {default!r})")
+        kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
+        text = f"--{f.name.replace('_', '-')} {kind.upper()} (default {default!r})"
+        lines.append(f"{text}: {docs[f.name]}" if f.name in docs else text)
     return "\n".join(lines)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import _ece
+from .._progress import Steps, track
 from .._training_set import read_training_set, sequence_key, training_frame
 from ..errors import InputError
 from .config import DistillConfig, config_to_dict
@@ -91,14 +92,15 @@ def _teacher_targets(teacher, b, mapping: list[int]):
 
 
 @torch.no_grad()
-def masked_ece(hf, collator: Collator, batches: list[np.ndarray], key: tuple[int, ...], device) -> float:
+def masked_ece(hf, collator: Collator, batches: list[np.ndarray], key: tuple[int, ...], device,
+               progress: str | None = None) -> float:
     """Masked-token ECE (protlens._ece) of an HF ``EsmForMaskedLM`` on fixed held-out batches.
 
-    ``collator`` must mask every picked residue (``all_mask=True``).
+    ``collator`` must mask every picked residue (``all_mask=True``); ``progress`` names a progress bar.
     """
     hf.eval()
     tot, n = 0.0, 0
-    for idx in batches:
+    for idx in track(batches, progress or "", enabled=progress is not None):
         b = collator(idx, key, random_crop=False).to(device)
         logits = hf(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
         sel = b.labels.ne(-100)
@@ -207,8 +209,9 @@ def distill(config: DistillConfig) -> TrainResult:
             log.write(f"{step},{tokens},{elapsed:.1f},{t[0]:.6e},{t[1]:.6e},{t[2]:.6e},{t[3]:.6e}\n")
             log.flush()
             if cfg.progress:
-                print(f"distill step {step}: loss {t[0]:.4f} (hidden {t[1]:.4f}, attn {t[2]:.2e}, logits {t[3]:.4f}), "
-                      f"{tokens / max(elapsed, 1e-9):.0f} tok/s", file=sys.stderr)
+                print(f"distill step {step}/{cfg.max_steps}: loss {t[0]:.4f} (hidden MSE {t[1]:.4f}, attention MSE "
+                      f"{t[2]:.2e}, soft-logit KL {t[3]:.4f}), {tokens / max(elapsed, 1e-9):.0f} tokens/s, "
+                      f"{elapsed:.0f} s elapsed", file=sys.stderr)
         if step % cfg.log_every == 0:
             terms.zero_()
         if done:
@@ -217,9 +220,11 @@ def distill(config: DistillConfig) -> TrainResult:
         log.close()
     unwrapped = acc.unwrap_model(model)
     key = (cfg.split_seed, 99)
+    bars = acc.is_main_process and cfg.progress
+    ece_of = {name: masked_ece(m, hcol, hbatches, key, acc.device, f"held-out ECE, {name}" if bars else None)
+              if hbatches else float("nan") for name, m in (("student", unwrapped.student), ("teacher", teacher))}
     metrics = {"steps": step, "tokens": tokens, "elapsed_s": round(time.time() - t0, 1),
-               "ece_heldout": masked_ece(unwrapped.student, hcol, hbatches, key, acc.device) if hbatches else float("nan"),
-               "teacher_ece_heldout": masked_ece(teacher, hcol, hbatches, key, acc.device) if hbatches else float("nan"),
+               "ece_heldout": ece_of["student"], "teacher_ece_heldout": ece_of["teacher"],
                "ece_definition": _ece.DEFINITION, "teacher": cfg.teacher, "layer_map": mapping}
     export_dir = out_dir / "export"
     if acc.is_main_process:
@@ -228,7 +233,9 @@ def distill(config: DistillConfig) -> TrainResult:
                 "train_sequences": len(tr), "split_source": split_source,
                 "split_counts": split.value_counts().to_dict(), "teacher_weights": plm.weights_hash,
                 "parameters": sum(p.numel() for p in unwrapped.student.parameters())}
-        export_model(ComproModule(unwrapped.student, objective="mlm"), export_dir, config_to_dict(cfg), metrics, info=info,
-                     training_set=training_frame(df["id"], split, df["family"], df["superfamily"], df["sequence"]))
+        with Steps(bars)("export", f"writing the student to {export_dir}"):
+            export_model(ComproModule(unwrapped.student, objective="mlm"), export_dir, config_to_dict(cfg), metrics,
+                         info=info, training_set=training_frame(df["id"], split, df["family"], df["superfamily"],
+                                                                df["sequence"]))
     acc.wait_for_everyone()
     return TrainResult(out_dir, export_dir, step, tokens, metrics)

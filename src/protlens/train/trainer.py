@@ -465,7 +465,10 @@ class Trainer:
                 window.zero_()
                 win_steps, win_tokens, win_t = 0, 0, time.time()
                 if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
+                    shown = {"loss": f"{row['loss']:.3f}", "tokens/s": f"{row['tokens_per_s']:.0f}"}
+                    if not math.isnan(last_ece):
+                        shown["held-out ECE (uniform 25)"] = f"{last_ece:.2f}"
+                    bar.set_postfix(shown, refresh=False)
             if bar is not None:
                 bar.update(1)
             state = {"step": step, "epoch": epoch, "step_in_epoch": sie, "tokens": tokens,

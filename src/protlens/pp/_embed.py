@@ -538,7 +538,25 @@ def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.nd
     }
     if getattr(model, "weights_sha256", ""):  # weights read from another package's file (UniRep)
         info.update(weights_file=model.weights_file, weights_sha256=model.weights_sha256)
+    if neural and str(device).startswith("cpu"):
+        info["cpu"] = cpu_provenance()
     return info
+
+
+def cpu_provenance() -> dict:
+    """The CPU facts the kernels were picked from, at run time (never the build machine's).
+
+    ATen dispatches its vector kernels by ``get_cpu_capability()`` (AVX2, AVX512; ``ATEN_CPU_CAPABILITY``
+    can lower it), and MKL / oneDNN choose AVX2, AVX-512 or AMX code the same way, so a result
+    records what this CPU reported.
+    """
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "avx512f": "avx512f" in flags, "amx_tile": "amx_tile" in flags, "amx_bf16": "amx_bf16" in flags}
 
 
 def embed(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: Sequence[int] = (-1,),

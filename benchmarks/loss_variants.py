@@ -25,7 +25,7 @@ reused when configuration and weights are identical, so adding a variant costs o
 
     OMP_NUM_THREADS=1 python benchmarks/loss_variants.py --data ../shared/data/pretrain/corpus.tsv \\
         --out /tmp/loss_variants --layers 3 --hidden 128 --heads 8 --steps 300 --variants a,b,c,d,e,f,g \\
-        --repeat-seeds 1
+        --repeat-seeds 1 [--summary benchmarks/results/loss_variants.summary.json]
 """
 
 from __future__ import annotations
@@ -61,6 +61,44 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "i": ("mlm+graph, batch softmax, K=4, no head (score P, eq. 7)", {"objective": "mlm+graph", "delay_k": 4,
                                                                       "cluster_head": "none"}),
 }
+#: The two comparisons BENCHMARKS.md summarises: delay K (same settings otherwise), clustering head (K = 4).
+DELAY_K = {"b": 1, "c": 4, "d": 16}
+HEADS = {"c": "MLP head", "h": "linear head", "i": "P itself (eq. 7)"}
+
+
+def summary_rows(rows: list[dict], seed: int) -> list[dict]:
+    """BENCHMARKS.md's rows for the comparisons this run holds, so the headlines are never typed by hand."""
+    by = {(r["variant"], r["seed"]): r for r in rows}
+    out = []
+    if all((v, seed) in by for v in DELAY_K):
+        ks = [by[v, seed] for v in DELAY_K]
+        ece, hit = [r["ece_heldout"] for r in ks], [r["unseen_hit1"] for r in ks]
+        spread = [(abs(by[v, s]["ece_heldout"] - by[v, seed]["ece_heldout"]),
+                   abs(by[v, s]["unseen_hit1"] - by[v, seed]["unseen_hit1"]))
+                  for v, s in by if v in DELAY_K and s != seed]
+        ece_sd, hit_sd = max((e for e, _ in spread), default=None), max((h for _, h in spread), default=None)
+        k_ece, k_hit = max(ece) - min(ece), max(hit) - min(hit)
+        measured = (f"K = {' / '.join(map(str, DELAY_K.values()))} (seed {seed}): held-out ECE "
+                    f"{' / '.join(f'{x:.2f}' for x in ece)}, unseen SF Hit@1 {' / '.join(f'{x:.3f}' for x in hit)}, "
+                    f"superfamily nodes moved {' / '.join(fmt(r.get('move_superfamily')) for r in ks)}; "
+                    f"range over K: ECE {k_ece:.2f}, Hit@1 {k_hit:.3f}")
+        if spread:
+            measured += f"; largest seed-to-seed spread of one variant: ECE {ece_sd:.2f}, Hit@1 {hit_sd:.3f}"
+            met = "measured: " + ("within" if k_ece <= ece_sd and k_hit <= hit_sd else "beyond") + " seed spread"
+        else:
+            met = "measured (one seed, no spread to compare)"
+        out.append({"issue": "5 delay K", "target": "measure whether it matters", "measured": measured, "met": met})
+    if all((v, seed) in by for v in HEADS):
+        hit = sorted(((by[v, seed]["unseen_hit1"], name) for v, name in HEADS.items()), reverse=True)
+        measured = (f"K = 4, seed {seed}, unseen SF Hit@1: " + ", ".join(f"{name} {h:.3f}" for h, name in hit)
+                    + (f" (MLM alone {by['a', seed]['unseen_hit1']:.3f})" if ("a", seed) in by else ""))
+        met = f"reported: {hit[0][1]} wins"
+        if ("a", seed) in by:
+            met += "; " + ("beats" if hit[0][0] > by["a", seed]["unseen_hit1"] else "does not beat") + " MLM alone"
+        out.append({"issue": "18 head choice (item 4)",
+                    "target": "report which clustering head wins on held-out superfamilies at equal budget",
+                    "measured": measured, "met": met})
+    return out
 
 
 def base_config(args: argparse.Namespace, out_dir: Path, seed: int, overrides: dict) -> TrainConfig:
@@ -272,6 +310,7 @@ def main() -> None:
                     help="also evaluate the untrained network and the 3-mer baseline")
     ap.add_argument("--reuse", action=argparse.BooleanOptionalAction, default=True,
                     help="reuse finished runs in --out whose configuration is identical")
+    ap.add_argument("--summary", type=Path, default=None, help="also write the summary row(s) of BENCHMARKS.md here")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -326,6 +365,8 @@ def main() -> None:
     print(training_table(rows))
     print()
     print(representation_table(rows))
+    if args.summary:
+        args.summary.write_text(json.dumps(summary_rows(rows, args.seed), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ Each run folder is what ``protlens train`` writes (``splits.tsv``, ``metrics.csv
 4. zero-shot mutation effects (masked marginals), mean Spearman over ../shared/data/dms, against
    BLOSUM62 (protlens.bench.mutation).
 Baselines: 3-mer profiles (``kmer``) and a random-init transformer of the runs' architecture
-(parts 2 and 3). Plus the training curves (loss terms vs step, held-out ECE vs tokens).
+(parts 2 and 3). Plus the training curves (loss terms vs step, held-out ECE vs tokens), and the last
+run's (the shipped one's) summary row of BENCHMARKS.md in ``<out>.summary.json``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ ECE_NOTE = ("Trainer ECE: the 600-step runs (and stage 1 of protlens-small, step
             "evaluations after step 600 mask every picked residue and keep the 25 amino-acid logits, as in part 1. "
             "Part 1 scores every export the same way; compare models there.")
 SMOKE = dict(ece_seqs=8, ngram_train=2000, kinase_families=6, cath_max=120)
+KMER, SW = "kmer (3-mer profile)", "Smith-Waterman BLOSUM62"
+#: "A wide margin" over the 4-gram, as a number: the model's ECE at most this fraction of the 4-gram's.
+WIDE_MARGIN = 0.9
 
 
 @dataclass
@@ -269,6 +273,30 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def summary_rows(ece_df: pd.DataFrame, kin_df: pd.DataFrame, cath_df: pd.DataFrame, mut_df: pd.DataFrame,
+                 shipped: str) -> list[dict]:
+    """BENCHMARKS.md's issue-6 row for the shipped run from the part tables, so the headline is never typed by hand."""
+    def val(df: pd.DataFrame, model: str, col: str) -> float:
+        return float(df.loc[df["model"] == model, col].iloc[0])
+
+    ece, gram = val(ece_df, shipped, "ECE"), val(ece_df, "4-gram", "ECE")
+    ari, kmer_ari, sw_ari = val(kin_df, shipped, "ARI"), val(kin_df, KMER, "ARI"), val(kin_df, SW, "ARI")
+    hit, kmer_hit = val(cath_df, shipped, "SF Hit@1"), val(cath_df, KMER, "SF Hit@1")
+    rho, blosum = val(mut_df, shipped, "mean Spearman"), val(mut_df, "BLOSUM62", "mean Spearman")
+    others = [f"{m} {val(ece_df, m, 'ECE'):.3f}" for m in ece_df.loc[ece_df["note"] == "masked LM", "model"]
+              if m != shipped]
+    lost = [name for name, won in (("ECE", ece <= WIDE_MARGIN * gram), ("families", ari > max(kmer_ari, sw_ari)),
+                                   ("homology", hit > kmer_hit), ("DMS", rho > blosum)) if not won]
+    return [{"issue": "6 protlens-small",
+             "target": "beat the 4-gram ECE by a wide margin; beat k-mer/SW on families, k-mer on homology, "
+                       "BLOSUM62 on DMS",
+             "measured": f"{shipped}: ECE {ece:.3f} vs 4-gram {gram:.3f}"
+                         + (f" (other runs: {', '.join(others)})" if others else "")
+                         + f"; kinase ARI {ari:.3f} vs 3-mer {kmer_ari:.3f}, SW {sw_ari:.3f}; held-out CATH SF "
+                           f"Hit@1 {hit:.3f} vs 3-mer {kmer_hit:.3f}; DMS {rho:.3f} vs BLOSUM62 {blosum:.3f}",
+             "met": "yes" if not lost else f"no (not beaten: {', '.join(lost)})"}]
+
+
 def runs_table(runs: list[Run]) -> pd.DataFrame:
     rows = []
     for r in runs:
@@ -307,15 +335,17 @@ def main(argv: list[str] | None = None) -> None:
     figure = args.figure or (args.work / "protlens-small-curves.png" if args.smoke
                              else ROOT / "docs" / "figures" / "protlens-small-curves.png")
     try:
-        sections = build(args, command, figure)
+        sections, summary = build(args, command, figure)
     except InputError as e:
         raise SystemExit(f"model_card: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(sections)
-    print(f"\nwrote {out} and {figure}", file=sys.stderr)
+    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\nwrote {out} (and its .summary.json) and {figure}", file=sys.stderr)
 
 
-def build(args: argparse.Namespace, command: str, figure: Path) -> str:
+def build(args: argparse.Namespace, command: str, figure: Path) -> tuple[str, list[dict]]:
+    """The markdown section and its BENCHMARKS.md summary row(s)."""
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     runs = [load_run(path) for path in args.runs]
@@ -405,7 +435,7 @@ def build(args: argparse.Namespace, command: str, figure: Path) -> str:
               "Wall time per part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".", ""]
     for k, v in timings.items():
         print(f"[model-card] wall time {k}: {v:.1f}s", file=sys.stderr)
-    return "\n".join(parts)
+    return "\n".join(parts), summary_rows(ece_df, kin_df, cath_df, mut_df, runs[-1].name)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ layer), each in its own fresh subprocess so neither profits from the other's imp
 The timed span is the embedding call (model loading included) for all three. Results are checked
 against the local engine's (max abs difference).
 
-    python benchmarks/ray_overhead.py --truncate
+    python benchmarks/ray_overhead.py --truncate [--summary benchmarks/results/ray.summary.json]
 """
 
 from __future__ import annotations
@@ -31,6 +31,18 @@ import numpy as np
 ARCHS = {"8M": (6, 320, 20), "35M": (12, 480, 20)}
 DEFAULT_FASTA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinases" / "hs_sequences.fasta"
 METHODS = ["local", "ray-cold", "ray-warm"]
+TARGET_PCT = 15.0
+
+
+def summary_rows(overhead: dict[str, float], n: int, arch: str) -> list[dict]:
+    """BENCHMARKS.md's issue-8 row from the measured overheads (% vs local), so the headline is never typed by hand."""
+    labels = {"ray-warm": ("on a running Ray instance", "warm"), "ray-cold": ("when the job starts Ray itself", "cold")}
+    got = [(m, overhead[m]) for m in ("ray-warm", "ray-cold") if m in overhead]
+    if not got:
+        return []
+    return [{"issue": "8 Ray", "target": f"Ray engine overhead vs local < {TARGET_PCT:g}%",
+             "measured": "; ".join(f"{v:+.1f}% {labels[m][0]}" for m, v in got) + f" ({n} sequences, {arch})",
+             "met": "; ".join(f"{labels[m][1]} {'yes' if v < TARGET_PCT else 'no'}" for m, v in got)}]
 
 
 def make_model(arch: str, folder: Path) -> None:
@@ -87,6 +99,7 @@ def main() -> None:
     ap.add_argument("--truncate", action="store_true", help="first 1022 residues only (fair-esm style), to save time")
     ap.add_argument("--limit", type=int, default=0, help="first N sequences only")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--summary", type=Path, default=None, help="also write the summary row(s) of BENCHMARKS.md here")
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "MODEL", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -113,11 +126,15 @@ def main() -> None:
           f"random init, truncate={args.truncate}, Ray workers={args.num_workers}\n")
     print("| engine | shards | embed s | process s | overhead vs local | max abs diff vs local |")
     print("|---|---:|---:|---:|---:|---:|")
+    overhead = {method: 100 * (meta["seconds"] / ref - 1) for method, meta, _, _ in rows} if ref else {}
     for method, meta, wall, x in rows:
-        over = f"{100 * (meta['seconds'] / ref - 1):+.1f}%" if ref else "n/a"
+        over = f"{overhead[method]:+.1f}%" if ref else "n/a"
         diff = f"{np.abs(x - rows[0][3]).max():.1e}" if rows[0][0] == "local" else "n/a"
         shards = f"{meta['shards']} x {meta['shard_size']}" if meta["shards"] else "-"
         print(f"| {method} | {shards} | {meta['seconds']:.1f} | {wall:.1f} | {over} | {diff} |")
+
+    if args.summary:
+        args.summary.write_text(json.dumps(summary_rows(overhead, rows[0][1]["n"], args.arch), indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .io import atomic_path
 
 #: Packages whose versions decide the numbers in a report.
 VERSIONED = ("protlens", "numpy", "scipy", "scikit-learn", "anndata", "torch", "transformers", "openTSNE",
-             "umap-learn", "leidenalg", "igraph", "faiss-cpu", "parasail", "matplotlib", "plotly")
+             "umap-learn", "igraph", "faiss-cpu", "parasail", "matplotlib", "plotly")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;

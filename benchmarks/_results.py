@@ -32,5 +32,13 @@ def write(name: str, markdown: str, summary: list[dict] | None = None) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(markdown.rstrip() + "\n")
     if summary is not None:
-        (RESULTS / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_summary(RESULTS / f"{name}.summary.json", summary)
     return path
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    """The summary rows build_docs.py reads ({"issue", "target", "measured", "met"} each), replaced
+    atomically so a killed benchmark never leaves half a file for the docs build."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    os.replace(tmp, path)

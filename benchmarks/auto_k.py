@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
+from _results import write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                          "measured": f"default {chosen['rule']} mean ARI {chosen['mean ARI']:.3f}; best "
                                      f"{best['rule']} {best['mean ARI']:.3f} over {int(chosen['cells'])} cells",
                          "met": "yes" if within else "no"})
-    args.out.with_suffix(".summary.json").write_text(json.dumps(headline, indent=1) + "\n")
+    write_summary(args.out.with_suffix(".summary.json"), headline)
     print("\n".join(text))
 
 

@@ -17,7 +17,6 @@ same); the report is rewritten after each, so an interrupted run leaves the mode
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import subprocess
@@ -33,6 +32,7 @@ from protlens.bench._common import Context
 from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
 from protlens.bench.runner import HEADLINE, markdown_report, resolve_tasks
 from protlens.models import available_bundled
+from _results import write_summary
 
 HERE = Path(__file__).resolve().parent
 
@@ -179,7 +179,7 @@ def write(args: argparse.Namespace, text: str, summary: list[dict] | None) -> No
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     if summary is not None:
-        report.with_suffix("").with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_summary(report.with_suffix("").with_suffix(".summary.json"), summary)
 
 
 if __name__ == "__main__":

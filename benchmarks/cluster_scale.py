@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from scaling import COLUMNS, ensure_data, fmt_table, spawn
+from _results import write_summary
 
 PIPELINE = ("knn", "spectral", "leiden")
 TARGET_N = 50_000
@@ -62,7 +63,7 @@ def main() -> None:
                   f"{max(r['peak_rss_gb'] for r in mine):.2f} |")
 
     if args.summary:
-        args.summary.write_text(json.dumps(summary_rows(rows), indent=1) + "\n")
+        write_summary(args.summary, summary_rows(rows))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes a results section and ``<out>.summary.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_suite import before_after, cpu_model  # noqa: E402  (a sibling benchmark script)
+from _results import write_summary  # noqa: E402  (a sibling benchmark module)
 
 
 def read_runs(folder: Path) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def main() -> None:
                 "measured": "; ".join(rows) + f" (cath pool: {counts.get('cath', (0, 0))[0]} training domains excluded)",
                 "met": "measured (shipped protlens-small only: the 600-step graph/MLM pair's weights are not in the "
                        "repository)"}]
-    args.out.with_suffix("").with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(args.out.with_suffix("").with_suffix(".summary.json"), summary)
     print("\n".join(lines))
 
 

@@ -19,7 +19,6 @@ planted-motif summary row of BENCHMARKS.md goes to ``<out>.summary.json`` next t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,7 @@ from protlens.io import read_sequences
 from protlens.models import EsmPLM, esm2_config, load_model
 from protlens.pp import embed
 from protlens.tl import cluster
+from _results import write_summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "kinases"
 
@@ -263,8 +263,7 @@ def main() -> None:
         with open(args.out, "a" if args.append else "w") as fh:
             fh.write(("\n" if args.append else "") + text + "\n")
         if auroc:
-            Path(args.out).with_suffix(".summary.json").write_text(
-                json.dumps(summary_rows(pd.DataFrame(auroc)), indent=1) + "\n")
+            write_summary(Path(args.out).with_suffix(".summary.json"), summary_rows(pd.DataFrame(auroc)))
 
 
 if __name__ == "__main__":

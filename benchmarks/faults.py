@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 KINASES = ROOT.parent / "shared" / "data" / "kinases" / "hs_sequences.fasta"
@@ -388,7 +388,7 @@ kinases with default settings, this tree vs commit `{args.baseline}` (before iss
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "faults.md").write_text(md)
     summary = [{"issue": "16", "target": f"{b}: {a}", "measured": m, "met": v} for (a, b, m, _), v in zip(rows, met)]
-    (RESULTS / "faults.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(RESULTS / "faults.summary.json", summary)
     print(f"wrote {RESULTS / 'faults.md'}")
 
 

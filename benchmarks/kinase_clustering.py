@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from _results import write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "kinases"
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header + "\n" + "\n\n".join(sections) + "\n")
     if "a" in tables:
-        args.out.with_suffix(".summary.json").write_text(json.dumps([summary_row(tables["a"])], indent=1) + "\n")
+        write_summary(args.out.with_suffix(".summary.json"), [summary_row(tables["a"])])
     print(f"\nwrote {args.out}", file=sys.stderr)
 
 

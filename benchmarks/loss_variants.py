@@ -44,6 +44,7 @@ from protlens.train.config import TrainConfig, config_to_dict
 from protlens.train.data import file_sha256, plan_epoch, read_corpus
 from protlens.train.module import load_cluster_head
 from protlens.train.trainer import build_backbone, train
+from _results import write_summary
 
 #: name -> (description, TrainConfig overrides). Everything else is shared by all variants.
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -366,7 +367,7 @@ def main() -> None:
     print()
     print(representation_table(rows))
     if args.summary:
-        args.summary.write_text(json.dumps(summary_rows(rows, args.seed), indent=1) + "\n")
+        write_summary(args.summary, summary_rows(rows, args.seed))
 
 
 if __name__ == "__main__":

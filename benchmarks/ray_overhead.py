@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_summary
 
 ARCHS = {"8M": (6, 320, 20), "35M": (12, 480, 20)}
 DEFAULT_FASTA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kinases" / "hs_sequences.fasta"
@@ -134,7 +135,7 @@ def main() -> None:
         print(f"| {method} | {shards} | {meta['seconds']:.1f} | {wall:.1f} | {over} | {diff} |")
 
     if args.summary:
-        args.summary.write_text(json.dumps(summary_rows(overhead, rows[0][1]["n"], args.arch), indent=1) + "\n")
+        write_summary(args.summary, summary_rows(overhead, rows[0][1]["n"], args.arch))
 
 
 if __name__ == "__main__":

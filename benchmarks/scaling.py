@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write_summary
 
 N_COMPONENTS = 50
 DIM = 320
@@ -347,7 +348,7 @@ def write_section(rows: list[dict], title: str, command: str, load_note: str, ou
         path = out.with_suffix(".summary.json")
         kept = [r for r in (json.loads(path.read_text()) if path.exists() else [])
                 if r["target"] not in {s["target"] for s in summary}]
-        path.write_text(json.dumps(kept + summary, indent=1) + "\n")
+        write_summary(path, kept + summary)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from _results import write_summary
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -197,7 +198,7 @@ def main() -> None:
          "measured": f"{this_embed:.2f} s vs {hf:.2f} s ({this_embed / hf:.2f}x the time; median of {repeats}, "
          "alternated, under load)", "met": "yes" if this_embed <= hf else "no"},
     ]
-    args.out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(args.out.with_suffix(".summary.json"), summary)
 
 
 if __name__ == "__main__":

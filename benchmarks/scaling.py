@@ -12,7 +12,8 @@ kNN graph made by the ``knn`` step is reused by the graph steps.
 Steps: knn (protlens.tl.knn, backend chosen by size), knn_recall (recall@15 of that graph against
 exact search on 10,000 points, and for IVF by nprobe; knn_recall_default: without the nprobe curve), kmeans (k = 50), spectral (k = 50, on the
 kNN graph), leiden (resolution 1.0, on the kNN graph), tsne (openTSNE, FFT, its own perplexity
-search), tsne_graph (openTSNE on uniform affinities of the kNN graph, as tl.project), umap; plus
+search), tsne_graph (openTSNE on uniform affinities of the kNN graph, as tl.project), umap (its own
+neighbour search), umap_graph (neighbours from the kNN graph, as tl.project from 50k points); plus
 scikit-learn defaults (KMeans, SpectralClustering) where they fit. ``--pipeline N`` runs
 kNN + Leiden + k-means + t-SNE end to end in one process (the issue's 300k target), with t-SNE
 affinities taken from the same kNN graph, as ``tl.project`` does at that size (the standalone
@@ -159,6 +160,10 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
         from protlens.tl._reduce import _umap
 
         _umap(X, 2, "cosine", 0)
+    elif step == "umap_graph":  # what tl.project does from UMAP_GRAPH_MIN_N points: neighbours from the kNN graph
+        from protlens.tl._reduce import _umap, knn_arrays
+
+        _umap(X, 2, "cosine", 0, knn=knn_arrays(sp.load_npz(paths["dist"])))
     elif step == "sklearn_kmeans":
         from sklearn.cluster import KMeans
 

@@ -13,7 +13,8 @@ Steps: knn (protlens.tl.knn, backend chosen by size), knn_recall (recall@15 of t
 exact search on 10,000 points, and for IVF by nprobe; knn_recall_default: without the nprobe curve), kmeans (k = 50), spectral (k = 50, on the
 kNN graph), leiden (resolution 1.0, on the kNN graph), tsne (openTSNE, FFT, its own perplexity
 search), tsne_graph (openTSNE on uniform affinities of the kNN graph, as tl.project), umap (its own
-neighbour search), umap_graph (neighbours from the kNN graph, as tl.project from 50k points); plus
+neighbour search), umap_graph (neighbours from the kNN graph, as tl.project from 50k points;
+umap_graph_pca: the same with PCA instead of spectral initialisation); plus
 scikit-learn defaults (KMeans, SpectralClustering) where they fit. ``--pipeline N`` runs
 kNN + Leiden + k-means + t-SNE end to end in one process (the issue's 300k target), with t-SNE
 affinities taken from the same kNN graph, as ``tl.project`` does at that size (the standalone
@@ -160,10 +161,11 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
         from protlens.tl._reduce import _umap
 
         _umap(X, 2, "cosine", 0)
-    elif step == "umap_graph":  # what tl.project does from UMAP_GRAPH_MIN_N points: neighbours from the kNN graph
+    elif step in ("umap_graph", "umap_graph_pca"):  # as tl.project from UMAP_GRAPH_MIN_N points: kNN-graph neighbours
         from protlens.tl._reduce import _umap, knn_arrays
 
-        _umap(X, 2, "cosine", 0, knn=knn_arrays(sp.load_npz(paths["dist"])))
+        init = {"init": "pca"} if step == "umap_graph_pca" else {}  # umap-learn's default init is spectral
+        _umap(X, 2, "cosine", 0, knn=knn_arrays(sp.load_npz(paths["dist"])), **init)
     elif step == "sklearn_kmeans":
         from sklearn.cluster import KMeans
 

@@ -67,3 +67,25 @@ def test_ivf_list_by_list_search_finds_the_query_by_query_neighbours(monkeypatch
     assert new.params["search"].startswith("by list")
     assert (new.indices == ref.indices).mean() > 0.99
     np.testing.assert_allclose(new.distances, ref.distances, atol=1e-5)
+
+
+def test_umap_starts_from_pca_from_the_size_rule(monkeypatch):
+    """Above UMAP_PCA_INIT_MIN_N no spectral layout is computed (its eigensolver stalls at 1M points);
+    below it umap-learn's spectral start stays; both are recorded, and a user's ``init`` wins."""
+    umap_ = pytest.importorskip("umap.umap_")
+
+    def no_spectral(*args, **kwargs):
+        raise AssertionError("UMAP computed a spectral layout")
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    X = (rng.normal(scale=4.0, size=(4, 16))[y] + rng.normal(size=(200, 16))).astype(np.float32)
+    a = ad.AnnData(X)
+    tl.project(a, "umap", random_state=0)
+    assert a.uns["umap"]["params"]["init"] == "spectral"
+    monkeypatch.setattr(_reduce, "UMAP_PCA_INIT_MIN_N", 200)
+    monkeypatch.setattr(umap_, "spectral_layout", no_spectral)
+    tl.project(a, "umap", random_state=0)
+    assert a.uns["umap"]["params"]["init"] == "pca"
+    tl.project(a, "umap", random_state=0, init="random")
+    assert a.uns["umap"]["params"]["init"] == "random"

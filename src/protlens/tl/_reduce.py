@@ -20,6 +20,9 @@ TSNE_GRAPH_MIN_N = 50_000
 #: From this n, UMAP takes its neighbours from the stored kNN graph (when it matches ``use_rep`` and the
 #: metric) instead of its own NN-descent: 323 s of its 300k run, single-threaded (issue 22).
 UMAP_GRAPH_MIN_N = 50_000
+#: From this n, UMAP starts from PCA instead of umap-learn's spectral layout: at 1M clustered points its
+#: eigensolver ran 11 min without finishing (benchmarks/scaling.py, issue 22); at 300k it finished.
+UMAP_PCA_INIT_MIN_N = 500_000
 
 
 def graph_affinities(distances: sp.spmatrix) -> sp.csr_matrix:
@@ -137,7 +140,8 @@ def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_
     (uniform on the kNN graph of ``tl.neighbors`` under ``neighbors_key``, no second search) or
     ``auto`` (graph from :data:`TSNE_GRAPH_MIN_N` points when that graph matches ``use_rep`` and
     ``metric``); the choice is recorded in ``uns``. UMAP takes its neighbours from that graph from
-    :data:`UMAP_GRAPH_MIN_N` points (recorded as ``neighbors``). Extra ``params`` go to openTSNE.TSNE /
+    :data:`UMAP_GRAPH_MIN_N` points (recorded as ``neighbors``) and starts from PCA instead of a
+    spectral layout from :data:`UMAP_PCA_INIT_MIN_N` (recorded as ``init``). Extra ``params`` go to openTSNE.TSNE /
     umap.UMAP / sklearn PCA.
     """
     if method not in PROJECT_METHODS:
@@ -148,6 +152,8 @@ def project(adata: ad.AnnData, method: str = "tsne", use_rep: str = "X", random_
         raise InputError(f"project: unknown affinities '{affinities}' (choose from {', '.join(TSNE_AFFINITIES)})")
     X = get_rep(adata, use_rep, f"project ({method})")
     run = {"tsne": _tsne, "umap": _umap, "pca": _pca}[method]
+    if method == "umap" and "init" not in params:
+        params["init"] = "pca" if adata.n_obs >= UMAP_PCA_INIT_MIN_N else "spectral"
     if method == "tsne":
         P, how = _tsne_affinities(adata, affinities, neighbors_key, use_rep, metric)
         Y, resolved = run(X, n_components, metric, random_state, affinities=P, **params)

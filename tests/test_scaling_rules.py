@@ -10,10 +10,16 @@ from protlens import tl
 from protlens.tl import _neighbors, _reduce
 
 
-def _blobs(n: int = 400, d: int = 16, seed: int = 0) -> np.ndarray:
+def _labelled_blobs(n: int = 400, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Four well-separated Gaussian blobs and their labels."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(scale=4.0, size=(4, d))
-    return (centers[rng.integers(0, 4, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    y = rng.integers(0, 4, n)
+    return (centers[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def _blobs(n: int = 400, d: int = 16, seed: int = 0) -> np.ndarray:
+    return _labelled_blobs(n, d, seed)[0]
 
 
 def _brute_cosine(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,9 +52,7 @@ def test_umap_uses_the_stored_graph_from_the_size_rule(monkeypatch):
     def no_search(*args, **kwargs):
         raise AssertionError("UMAP ran its own neighbour search")
 
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 300)
-    X = (rng.normal(scale=4.0, size=(4, 16))[y] + rng.normal(size=(300, 16))).astype(np.float32)
+    X, y = _labelled_blobs(300)
     a = ad.AnnData(X)
     tl.neighbors(a, n_neighbors=15)
     monkeypatch.setattr(_reduce, "UMAP_GRAPH_MIN_N", 0)
@@ -77,10 +81,7 @@ def test_umap_starts_from_pca_from_the_size_rule(monkeypatch):
     def no_spectral(*args, **kwargs):
         raise AssertionError("UMAP computed a spectral layout")
 
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 200)
-    X = (rng.normal(scale=4.0, size=(4, 16))[y] + rng.normal(size=(200, 16))).astype(np.float32)
-    a = ad.AnnData(X)
+    a = ad.AnnData(_blobs(200))
     tl.project(a, "umap", random_state=0)
     assert a.uns["umap"]["params"]["init"] == "spectral"
     monkeypatch.setattr(_reduce, "UMAP_PCA_INIT_MIN_N", 200)

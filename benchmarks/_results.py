@@ -27,18 +27,22 @@ def machine() -> str:
 
 
 def write(name: str, markdown: str, summary: list[dict] | None = None) -> Path:
-    """``results/<name>.md`` (and ``<name>.summary.json`` for headline rows)."""
+    """``results/<name>.md`` (and ``<name>.summary.json`` for headline rows), each replaced atomically."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.md"
-    path.write_text(markdown.rstrip() + "\n")
+    write_text_atomic(path, markdown.rstrip() + "\n")
     if summary is not None:
         write_summary(RESULTS / f"{name}.summary.json", summary)
     return path
 
 
-def write_summary(path: Path, rows: list[dict]) -> None:
-    """The summary rows build_docs.py reads ({"issue", "target", "measured", "met"} each), replaced
-    atomically so a killed benchmark never leaves half a file for the docs build."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` in one step, so a killed benchmark never leaves half a file for build_docs.py."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_summary(path: Path, rows: list[dict]) -> None:
+    """The summary rows build_docs.py reads ({"issue", "target", "measured", "met"} each)."""
+    write_text_atomic(path, json.dumps(rows, indent=1) + "\n")

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -24,6 +25,21 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, "
             f"torch threads {torch.get_num_threads()}, load average {load:.1f} at start")
+
+
+#: environment variables that cap the instruction set torch, oneDNN and MKL use (the AVX2 runs)
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isa_env() -> str:
+    """The ISA caps set for this run, as shell assignments ('' when none)."""
+    return " ".join(f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ)
+
+
+def command() -> str:
+    """The command line that produced this result, ISA caps included, as a reader can rerun it."""
+    script = f"benchmarks/{Path(sys.argv[0]).name}"
+    return " ".join(x for x in (isa_env(), "python", script, *sys.argv[1:]) if x)
 
 
 def write(name: str, markdown: str, summary: list[dict] | None = None) -> Path:

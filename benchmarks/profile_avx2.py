@@ -103,6 +103,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
+    from _results import command, isa_env
     from embed_throughput import make_models, read_fasta, run_hf
     from startup import machine
 
@@ -116,10 +117,10 @@ def main() -> None:
     seqs = [s[:1022] for _, s in recs]
     lengths = [len(s) for s in seqs]
     load0 = os.getloadavg()[0]
-    isa_env = " ".join(f"{k}={os.environ[k]}" for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ)
+    caps = isa_env()
     lines = ["## Where the ESM-2 forward spends its time on this CPU (issue 22, item 1)"
-             + (f", kernels limited by {isa_env}" if isa_env else ""), "",
-             f"Command: `{isa_env + ' ' if isa_env else ''}python benchmarks/profile_avx2.py {' '.join(sys.argv[1:])}` "
+             + (f", kernels limited by {caps}" if caps else ""), "",
+             f"Command: `{command()}` "
              f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}). Machine: {machine()} "
              f"({platform.machine()}, torch threads {torch.get_num_threads()}).",
              f"Load: {args.load}; 1-min load average {load0:.1f} at the start. Input: the first {limit} kinases "

@@ -141,7 +141,7 @@ def test_bad_options(tiny_esm):
     with pytest.raises(InputError, match="unknown pooling"):
         embed_sequences(tiny_esm, ["MK"], pooling="max", progress=False)
     with pytest.raises(InputError, match="unknown dtype"):
-        embed_sequences(tiny_esm, ["MK"], dtype="int8", progress=False)
+        embed_sequences(tiny_esm, ["MK"], dtype="int4", progress=False)
     with pytest.raises(InputError, match="no per-residue"):
         embed_sequences("kmer", ["MKV"], per_residue=True, progress=False)
 

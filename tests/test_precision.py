@@ -1,6 +1,7 @@
 """Realistic activations: the trained protlens-small held to transformers and fair-esm at 1e-4,
-reduced precision against fp32, windows against full context, resume after an interruption; and
-the dtype rules (fp16 refused on CPU, a caller's model never cast)."""
+reduced precision against fp32 (bf16; int8 linear layers, also against a written-out int8
+reference), windows against full context, resume after an interruption; and the dtype rules (fp16
+refused on CPU, int8 refused off CPU, a caller's model never cast)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import torch
 
 from protlens.errors import InputError
 from protlens.models import ESM_ALPHABET, available_bundled, bundled_path, load_model
-from protlens.pp import _embed, embed_sequences
+from protlens.models.esm import _int8_linear, _pack_int8
+from protlens.io import sequences_to_anndata
+from protlens.pp import _embed, embed, embed_sequences
 
 AA = "ACDEFGHIKLMNPQRSTVWY"
 # a human kinase domain stretch (PKA catalytic subunit, UniProt P17612, residues 1-350)
@@ -102,6 +105,56 @@ def test_bf16_close_to_fp32_and_callers_model_untouched(small):
 def test_fp16_on_cpu_is_refused(small):
     with pytest.raises(InputError, match="--dtype fp16 is not supported on CPU"):
         embed_sequences(small, ["MKV"], dtype="fp16", device="cpu", progress=False)
+
+
+def _reference_int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The int8 linear layer written out: weights symmetric int8 per output channel; activations
+    asymmetric over the whole input, 7-bit; integer products, then rescaled."""
+    sw = np.maximum(np.abs(w).max(1), 1e-12) / 127
+    wq = np.clip(np.rint(w / sw[:, None]), -128, 127)
+    lo, hi = min(x.min(), 0.0), max(x.max(), 0.0)
+    sx = (hi - lo) / 127
+    zp = np.clip(np.rint(-lo / sx), 0, 127)
+    xq = np.clip(np.rint(x / sx + zp), 0, 255)
+    return ((xq - zp) @ wq.T) * sx * sw + b
+
+
+def test_int8_linear_matches_written_out_quantization():
+    torch.manual_seed(0)
+    x, w, b = torch.randn(2, 7, 16) * 3, torch.randn(24, 16) * 0.2, torch.randn(24)
+    out = _int8_linear(x, _pack_int8(w, b), [7, 4]).numpy()
+    for j, n in enumerate([7, 4]):  # one activation range per sequence, over its real tokens only
+        ref = _reference_int8_linear(x[j, :n].double().numpy(), w.double().numpy(), b.double().numpy())
+        assert np.abs(out[j, :n] - ref).max() < 1e-5
+        assert np.abs(torch.nn.functional.linear(x[j, :n], w, b).numpy() - ref).max() > 1e-2  # int8, not fp32
+    assert not out[1, 4:].any()  # padding rows
+
+
+def test_int8_close_to_fp32_batch_invariant_and_recorded(small):
+    before = small.weights_hash
+    seqs = [PKA, PKA[:200], PKA[100:140]]
+    fp32 = embed_sequences(small, seqs, per_residue=True, progress=False)
+    int8 = embed_sequences(small, seqs, per_residue=True, dtype="int8", progress=False)
+    assert small.dtype == torch.float32 and small.weights_hash == before
+    layer = small.num_layers
+    rel = np.linalg.norm(int8.pooled[layer] - fp32.pooled[layer], axis=1) / np.linalg.norm(fp32.pooled[layer], axis=1)
+    res = int8.per_residue[layer][0] - fp32.per_residue[layer][0]
+    res_rel = np.linalg.norm(res, axis=1) / np.linalg.norm(fp32.per_residue[layer][0], axis=1)
+    # 7-bit activations and 8-bit weights (steps ~1/127 of each range) through six layers
+    assert 0 < rel.max() < 0.03 and np.median(res_rel) < 0.05
+    # the proteins sharing a batch move an embedding only through fp32 rounding flipping an int8 step
+    # (1.4e-4 here); one activation range per batch instead of per sequence moved it by 2.0e-3
+    alone = embed_sequences(small, [PKA[:200]], dtype="int8", progress=False).pooled[layer][0]
+    assert np.linalg.norm(alone - int8.pooled[layer][1]) <= 5e-4 * np.linalg.norm(fp32.pooled[layer][1])
+    adata = sequences_to_anndata(["a", "b", "c"], seqs)
+    embed(adata, small, dtype="int8", progress=False)
+    np.testing.assert_array_equal(adata.X, int8.pooled[layer])
+    assert adata.uns["embed"]["dtype"] == "int8" and adata.uns["embed"]["int8"]["engine"] in _embed.INT8_ENGINES
+
+
+def test_int8_refused_off_cpu():
+    with pytest.raises(InputError, match="--dtype int8 is a CPU mode"):
+        _embed.resolve_dtype("int8", torch.device("cuda"))
 
 
 def test_windows_vs_full_context_on_the_trained_model(small):

@@ -150,6 +150,11 @@ def test_padding_and_batch_company_change_nothing(tiny_unirep):
     np.testing.assert_array_equal(a.logits.numpy(), b.logits[:, : toks.shape[1]].numpy())
 
 
+def test_int8_is_refused_for_unirep(tiny_unirep):
+    with pytest.raises(InputError, match="--dtype int8 applies to ESM models"):
+        embed_sequences(tiny_unirep[0], ["MKV"], dtype="int8", progress=False)
+
+
 def test_per_residue_sidecar_and_provenance(tiny_unirep, tmp_path):
     model, arrays = tiny_unirep
     seqs = rand_seqs([11, 4, 17], seed=7)

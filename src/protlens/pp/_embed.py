@@ -147,19 +147,29 @@ def check_embed_options(layers: Sequence[int], pooling: str = "mean", dtype: str
     resolve_dtype(dtype, resolve_device(device))
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``int8`` keeps an fp32 model and runs its linear layers in int8 (``EsmPLM.forward(int8=True)``).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+#: torch's quantized engines whose int8 linear kernels ``--dtype int8`` was measured on.
+INT8_ENGINES = ("x86", "fbgemm")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """The torch dtype for ``dtype`` on ``device``; fp16 on CPU is refused.
+    """The torch dtype of the model for ``dtype`` on ``device``; fp16 on CPU and int8 off CPU are refused.
 
     CPUs without fp16 units emulate it (no speed-up) and its 5-bit exponent overflows where bf16
-    does not: bf16 is the CPU reduced precision (error vs fp32 in benchmarks/results/precision.md).
+    does not: bf16 is the CPU reduced precision where the CPU has bf16 units, int8 linear layers
+    where it has only AVX2 (errors vs fp32 in benchmarks/results/precision.md).
     """
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     if dtype == "fp16" and device.type == "cpu":
         raise InputError("--dtype fp16 is not supported on CPU (no speed-up, overflow risk): use bf16 or fp32")
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise InputError(f"--dtype int8 is a CPU mode (int8 linear kernels); on {device.type} use bf16")
+        if torch.backends.quantized.engine not in INT8_ENGINES:
+            raise InputError(f"--dtype int8 needs torch's x86 int8 kernels; this torch offers "
+                             f"'{torch.backends.quantized.engine}' (use fp32 or bf16)")
     return DTYPES[dtype]
 
 
@@ -281,13 +291,13 @@ def _fingerprint(model: EsmPLM, seqs: Sequence[str], settings: dict) -> str:
 
 
 def _run_batch(model: EsmPLM, seqs: Sequence[str], chunks: list[Chunk], layers: list[int],
-               device: torch.device, keep: list[bool]) -> dict[str, np.ndarray]:
+               device: torch.device, keep: list[bool], int8: bool = False) -> dict[str, np.ndarray]:
     """Forward one batch: per-chunk BOS vectors and residue sums, and residue arrays where ``keep``."""
     pieces = [seqs[c.seq][c.start : c.end] for c in chunks]
     if hasattr(model, "embed_batch"):  # a recurrent model (UniRep) returns these arrays, plus final states
         return model.embed_batch(pieces, layers, keep)
     toks, mask = model.alphabet.batch(pieces)
-    out = model(torch.from_numpy(toks).to(device), repr_layers=layers)
+    out = model(torch.from_numpy(toks).to(device), repr_layers=layers, **({"int8": True} if int8 else {}))
     res_mask = torch.from_numpy(mask)
     res_mask[:, 0] = False
     res_mask[torch.arange(len(pieces)), torch.tensor([len(p) + 1 for p in pieces])] = False
@@ -312,18 +322,18 @@ def _owned(t: torch.Tensor) -> np.ndarray:
     return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
 
 
-def _forward_with_backoff(model, seqs, chunks, layers, device, keep) -> dict[str, np.ndarray]:
+def _forward_with_backoff(model, seqs, chunks, layers, device, keep, int8=False) -> dict[str, np.ndarray]:
     """Run a batch; on out-of-memory, run its halves instead (down to one chunk)."""
     try:
-        return _run_batch(model, seqs, chunks, layers, device, keep)
+        return _run_batch(model, seqs, chunks, layers, device, keep, int8)
     except (RuntimeError, torch.OutOfMemoryError) as e:
         if not _is_oom(e) or len(chunks) == 1:
             raise
         if device.type == "cuda":
             torch.cuda.empty_cache()
         half = len(chunks) // 2
-        a = _forward_with_backoff(model, seqs, chunks[:half], layers, device, keep[:half])
-        b = _forward_with_backoff(model, seqs, chunks[half:], layers, device, keep[half:])
+        a = _forward_with_backoff(model, seqs, chunks[:half], layers, device, keep[:half], int8)
+        b = _forward_with_backoff(model, seqs, chunks[half:], layers, device, keep[half:], int8)
         merged = {k: np.concatenate([a[k], b[k]]) for k in a if not k.startswith("res")}
         merged.update({k: v for k, v in a.items() if k.startswith("res")})
         for k, v in b.items():
@@ -369,6 +379,8 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
     recurrent = getattr(model, "recurrent", False)
     if recurrent and (window is not None or truncate):
         raise InputError(f"{model.name} reads sequences of any length whole: --window and --truncate do not apply")
+    if dtype == "int8" and not isinstance(model, EsmPLM):
+        raise InputError(f"--dtype int8 applies to ESM models; {model.name} runs in fp32 or bf16")
     win = None if recurrent else window or model.max_residues
     plan = plan_batches([len(s) for s in seqs], win, overlap, max_tokens, truncate)
     settings = dict(layers=unique_layers, window=win, overlap=overlap, max_tokens=max_tokens, truncate=truncate,
@@ -388,7 +400,7 @@ def embed_sequences(model: EsmPLM | KmerEmbedder | str | None, seqs: Sequence[st
             chunks = [plan.chunks[c] for c in plan.batches[b]]
             if b in todo:
                 keep = [per_residue or c.seq in windowed for c in chunks]
-                arrays = _forward_with_backoff(model, seqs, chunks, unique_layers, dev, keep)
+                arrays = _forward_with_backoff(model, seqs, chunks, unique_layers, dev, keep, dtype == "int8")
                 _check_finite(arrays, chunks, dtype)
                 store.add(b, arrays)
                 _faults.log_batch(b)
@@ -540,6 +552,10 @@ def store_embedding(adata, model: EsmPLM | KmerEmbedder, pooled: dict[int, np.nd
         info.update(weights_file=model.weights_file, weights_sha256=model.weights_sha256)
     if neural and str(device).startswith("cpu"):
         info["cpu"] = cpu_provenance()
+    if dtype == "int8":
+        info["int8"] = {"engine": torch.backends.quantized.engine, "layers": "QKV, attention output, fc1, fc2",
+                        "weights": "symmetric, one scale per output channel",
+                        "activations": "dynamic, one range per sequence, 7-bit"}
     return info
 
 

@@ -30,7 +30,7 @@ from .. import _keys as K
 from ..errors import InputError
 from ..io import atomic_path, write_residues
 from ..models import EsmPLM, KmerEmbedder, default_model_name, load_model
-from ._embed import DTYPES, _fingerprint, _progress_bar, resolve_max_tokens, resolve_pooling, store_embedding
+from ._embed import _fingerprint, _progress_bar, resolve_dtype, resolve_max_tokens, resolve_pooling, store_embedding
 
 
 def _import_ray():
@@ -137,8 +137,7 @@ def embed_ray(adata, model: EsmPLM | KmerEmbedder | str | None = None, layers: S
     ray = _import_ray()
     if num_workers < 1:
         raise InputError(f"--num-workers {num_workers} must be at least 1")
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
+    resolve_dtype(dtype, torch.device("cuda" if gpus_per_worker else "cpu"))  # what the workers will run
     max_tokens = resolve_max_tokens(max_tokens, torch.device("cuda" if gpus_per_worker else "cpu"))
     if device.startswith("cuda") and not gpus_per_worker:
         raise InputError(f"--device {device} needs --gpus-per-worker (Ray hides GPUs from workers without one)")

@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
         max_tokens: int = typer.Option(None, help="Padded-token budget per batch (default: 1024 on CPU, "
                                         "4096 on GPU)."),
         device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
-        dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16 (reduced precision on GPU)."),
+        dtype: str = typer.Option("fp32", help="fp32, bf16, fp16 (reduced precision on GPU) or int8 "
+                                  "(CPU: int8 linear layers; speed and error in BENCHMARKS.md)."),
         truncate: bool = typer.Option(False, help="Keep only the first window of long sequences (like fair-esm)."),
         window: int = typer.Option(None, help="Residues per window (default: the model's limit, 1022 for ESM-2)."),
         overlap: int = typer.Option(256, help="Residues shared by consecutive windows."),

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 N_COMPONENTS = 50
 DIM = 320
@@ -120,7 +120,7 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
     out: dict = {"step": step, "n": n}
     graph = sp.load_npz(paths["graph"]) if step in ("spectral", "leiden") else None
     cpu0, t0 = _rusage()[0], time.perf_counter()
-    labels = None
+    labels = Y = None  # a clustering's labels, a projection's map
     if step == "knn":
         from protlens.tl import knn, knn_graph
 
@@ -152,20 +152,20 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
     elif step == "tsne":
         from protlens.tl._reduce import _tsne
 
-        _tsne(X, 2, "cosine", 0)
+        Y, _ = _tsne(X, 2, "cosine", 0)
     elif step == "tsne_graph":  # what tl.project does from TSNE_GRAPH_MIN_N points: affinities on the kNN graph
         from protlens.tl._reduce import _tsne, graph_affinities
 
-        _tsne(X, 2, "cosine", 0, affinities=graph_affinities(sp.load_npz(paths["dist"])))
+        Y, _ = _tsne(X, 2, "cosine", 0, affinities=graph_affinities(sp.load_npz(paths["dist"])))
     elif step == "umap":
         from protlens.tl._reduce import _umap
 
-        _umap(X, 2, "cosine", 0)
+        Y, _ = _umap(X, 2, "cosine", 0)
     elif step in ("umap_graph", "umap_graph_pca"):  # as tl.project from UMAP_GRAPH_MIN_N points: kNN-graph neighbours
         from protlens.tl._reduce import _umap, knn_arrays
 
         init = {"init": "pca"} if step == "umap_graph_pca" else {}  # umap-learn's default init is spectral
-        _umap(X, 2, "cosine", 0, knn=knn_arrays(sp.load_npz(paths["dist"])), **init)
+        Y, _ = _umap(X, 2, "cosine", 0, knn=knn_arrays(sp.load_npz(paths["dist"])), **init)
     elif step == "sklearn_kmeans":
         from sklearn.cluster import KMeans
 
@@ -201,13 +201,18 @@ def run_step(step: str, n: int, workdir: Path) -> dict:
     out.update(wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(cpu1 - cpu0, 1), peak_rss_gb=round(peak, 2))
     if labels is not None:
         out["ARI"] = round(adjusted_rand_score(y, labels), 3)
-    if step == "pipeline":  # after the clock: is the map any good? (10-NN label accuracy, 3-fold, 20k points)
-        from sklearn.model_selection import cross_val_score
-        from sklearn.neighbors import KNeighborsClassifier
-
-        sub = np.random.default_rng(0).choice(n, min(n, 20_000), replace=False)
-        out["tsne_10nn_acc"] = round(float(cross_val_score(KNeighborsClassifier(10), Y[sub], y[sub], cv=3).mean()), 3)
+    if Y is not None:  # after the clock: is the map any good?
+        out["tsne_10nn_acc" if step == "pipeline" else "map_10nn_acc"] = map_accuracy(Y, y)
     return out
+
+
+def map_accuracy(Y: np.ndarray, y: np.ndarray) -> float:
+    """10-NN label accuracy on a 2-D map (3-fold, 20k random points): does the map keep the clusters apart?"""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    sub = np.random.default_rng(0).choice(len(y), min(len(y), 20_000), replace=False)
+    return round(float(cross_val_score(KNeighborsClassifier(10), Y[sub], y[sub], cv=3).mean()), 3)
 
 
 def _rss_gb(pid: int) -> float:
@@ -267,7 +272,7 @@ def fmt_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-COLUMNS = ["step", "n", "backend", "wall_s", "cpu_s", "peak_rss_gb", "ARI", "status", "load"]
+COLUMNS = ["step", "n", "backend", "wall_s", "cpu_s", "peak_rss_gb", "ARI", "map_10nn_acc", "status", "load"]
 
 
 def machine() -> str:
@@ -350,7 +355,7 @@ def write_section(rows: list[dict], title: str, command: str, load_note: str, ou
     if start >= 0:
         end = old.find("\n## ", start + 1)
         old = old[:start] + old[end + 1:] if end >= 0 else old[:start]
-    out.write_text(old.rstrip("\n") + ("\n\n" if old.strip() else "") + text)
+    write_text_atomic(out, old.rstrip("\n") + ("\n\n" if old.strip() else "") + text)
     if summary:  # replaces the rows of the same targets; other sections' rows stay
         path = out.with_suffix(".summary.json")
         kept = [r for r in (json.loads(path.read_text()) if path.exists() else [])
@@ -385,6 +390,7 @@ def main() -> None:
         return
     command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="protlens_scaling_"))
+    workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "rows.jsonl"
     if args.report_only:
         rows = [json.loads(line) for line in log.read_text().splitlines()]

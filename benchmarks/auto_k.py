@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     cols = ["data", "embedder", "method", "rule", "k", "k_true", "ARI", "ARI_k_true", "ARI_best", "k_best"]
     syn = table[table["data"].str.startswith("synthetic")]
     level_cols = ["data", "embedder", "method", "rule", "k", "level", *[f"ARI_{lv}" for lv in LEVELS]]
-    text = [f"## Automatic number of clusters (issue 19)\n",
+    text = ["## Automatic number of clusters (issue 19)\n",
             f"Command: `{command.strip()}`  \nDate: {dt.date.today().isoformat()}. Machine: {machine()}; "
             f"load: {args.load} (timings not reported).  \n"
             f"Stability: {args.draws} random half-samples per candidate; a candidate within 0.02 of the best "
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             "subfamilies; `level` = the level with the highest ARI)\n", markdown(syn[level_cols]), "",
             "### Every cell\n", markdown(table[cols]), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(text))
+    write_text_atomic(args.out, "\n".join(text))
     headline = []
     for method, sub in summary.groupby("method", sort=False):
         chosen = sub[sub["default"] == "yes"].iloc[0]

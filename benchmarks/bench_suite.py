@@ -32,7 +32,7 @@ from protlens.bench._common import Context
 from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
 from protlens.bench.runner import HEADLINE, markdown_report, resolve_tasks
 from protlens.models import available_bundled
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 
@@ -177,7 +177,7 @@ def write(args: argparse.Namespace, text: str, summary: list[dict] | None) -> No
         return
     report = Path(args.report)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(text)
+    write_text_atomic(report, text)
     if summary is not None:
         write_summary(report.with_suffix("").with_suffix(".summary.json"), summary)
 

@@ -27,7 +27,7 @@ from protlens.bench.leakage import TASK_POOLS, Leakage, training_table
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_suite import before_after, cpu_model  # noqa: E402  (a sibling benchmark script)
-from _results import write_summary  # noqa: E402  (a sibling benchmark module)
+from _results import write_summary, write_text_atomic  # noqa: E402  (a sibling benchmark module)
 
 
 def read_runs(folder: Path) -> pd.DataFrame:
@@ -79,7 +79,7 @@ def main() -> None:
               "included); with it, the model's own `ece_holdout` split.", "",
               *before_after(after, before, trained), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
     key = ["model", "task", "metric"]
     a, b = after.set_index(key)["value"], before.set_index(key)["value"]
     rows = []

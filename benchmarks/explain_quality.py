@@ -36,7 +36,7 @@ from protlens.io import read_sequences
 from protlens.models import EsmPLM, esm2_config, load_model
 from protlens.pp import embed
 from protlens.tl import cluster
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "kinases"
 
@@ -314,8 +314,8 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out, "a" if args.append else "w") as fh:
-            fh.write(("\n" if args.append else "") + text + "\n")
+        old = Path(args.out).read_text() + "\n" if args.append and Path(args.out).exists() else ""
+        write_text_atomic(Path(args.out), old + text + "\n")
         summary = summary_rows(pd.DataFrame(auroc)) + (kinase_summary_rows(plm.name, kin_rows) if args.model else [])
         if summary:
             write_summary(Path(args.out).with_suffix(".summary.json"), summary)

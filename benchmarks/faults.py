@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 KINASES = ROOT.parent / "shared" / "data" / "kinases" / "hs_sequences.fasta"
@@ -386,7 +386,7 @@ kinases with default settings, this tree vs commit `{args.baseline}` (before iss
 {table}
 """
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "faults.md").write_text(md)
+    write_text_atomic(RESULTS / "faults.md", md)
     summary = [{"issue": "16", "target": f"{b}: {a}", "measured": m, "met": v} for (a, b, m, _), v in zip(rows, met)]
     write_summary(RESULTS / "faults.summary.json", summary)
     print(f"wrote {RESULTS / 'faults.md'}")

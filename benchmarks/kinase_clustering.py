@@ -31,7 +31,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "kinases"
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
               f"Leiden run on the {args.n_neighbors}-NN graph (cosine for vectors, 1 - similarity for the "
               "alignment scores).\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    write_text_atomic(args.out, header + "\n" + "\n\n".join(sections) + "\n")
     if "a" in tables:
         write_summary(args.out.with_suffix(".summary.json"), [summary_row(tables["a"])])
     print(f"\nwrote {args.out}", file=sys.stderr)

@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import kinase_clustering as kc  # noqa: E402  (a sibling benchmark script, not a package)
-from _results import write_summary  # noqa: E402  (a sibling benchmark module)
+from _results import write_summary, write_text_atomic  # noqa: E402  (a sibling benchmark module)
 
 DATA = ROOT.parent / "shared" / "data"
 MACHINE = "2-core CPU, 24 GB, no GPU"
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as e:
         raise SystemExit(f"model_card: {e}") from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(sections)
+    write_text_atomic(out, sections)
     write_summary(out.with_suffix(".summary.json"), summary)
     print(f"\nwrote {out} (and its .summary.json) and {figure}", file=sys.stderr)
 

@@ -103,7 +103,7 @@ def main() -> None:
     import torch
 
     sys.path.insert(0, str(HERE))
-    from _results import command, isa_env
+    from _results import command, isa_env, write_text_atomic
     from embed_throughput import make_models, read_fasta, run_hf
     from startup import machine
 
@@ -169,7 +169,7 @@ def main() -> None:
     print(text)
     if not args.quick:
         old = args.out.read_text() + "\n" if args.append and args.out.exists() else ""
-        args.out.write_text(old + text)
+        write_text_atomic(args.out, old + text)
 
 
 if __name__ == "__main__":

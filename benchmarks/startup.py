@@ -30,7 +30,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from _results import write_summary
+from _results import write_summary, write_text_atomic
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -187,7 +187,7 @@ def main() -> None:
     print(text)
     if args.quick:
         return
-    args.out.write_text(text)
+    write_text_atomic(args.out, text)
     this_help, this_embed = med["--help (this tree)"], med["embed 10 (this tree)"]
     help_cpu = statistics.median(cpu["--help (this tree)"])
     summary = [

@@ -158,7 +158,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
     CPUs without fp16 units emulate it (no speed-up) and its 5-bit exponent overflows where bf16
     does not: bf16 is the CPU reduced precision where the CPU has bf16 units, int8 linear layers
-    where it has only AVX2 (errors vs fp32 in benchmarks/results/precision.md).
+    where it has only AVX2 (errors vs fp32 in benchmarks/results/precision*.md).
     """
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")

@@ -89,6 +89,11 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 PROTLENS_DTYPES = [*DTYPES, "int8"]
 
 
+def peak_dtype(dtype: str) -> str:
+    """The precision of the matmul peak protlens in ``dtype`` is measured against (int8 keeps an fp32 model)."""
+    return "fp32" if dtype == "int8" else dtype
+
+
 def forward_flops(lengths, arch: str) -> float:
     """Model FLOPs of one forward pass (matmuls only: 2 per multiply-add) over sequences of ``lengths``."""
     layers, dim, _ = ARCHS[arch]
@@ -220,7 +225,7 @@ def child(args) -> None:
         row["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     if args.method == "protlens":
         row["flops"] = forward_flops(lengths, args.arch)
-        row["peak_flops"] = matmul_peak(args.device, "fp32" if args.dtype == "int8" else args.dtype)
+        row["peak_flops"] = matmul_peak(args.device, peak_dtype(args.dtype))
     print(json.dumps(row))
 
 
@@ -306,9 +311,8 @@ def main() -> None:
             if "protlens" in rows:
                 r = rows["protlens"]
                 rate = r["flops"] / r["seconds"]
-                peak = "fp32" if args.dtype == "int8" else args.dtype
                 table.append(f"protlens model FLOP rate {rate / 1e12:.3f} TFLOP/s = {rate / r['peak_flops']:.0%} of the "
-                             f"measured {peak} matmul peak on {args.device} ({r['peak_flops'] / 1e12:.3f} "
+                             f"measured {peak_dtype(args.dtype)} matmul peak on {args.device} ({r['peak_flops'] / 1e12:.3f} "
                              "TFLOP/s; timed from imports, so model loading counts against it)")
                 speed = {m: r["residues"] / r["seconds"] for m, r in rows.items()}
                 for m in ("fair-esm", "hf-plain", "hf-careful"):

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _results import write_summary, write_text_atomic
+from _results import command, write_summary, write_text_atomic
 
 N_COMPONENTS = 50
 DIM = 320
@@ -388,7 +388,7 @@ def main() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         print(json.dumps(run_step(args.child, args.n, args.workdir)))
         return
-    command = "python benchmarks/scaling.py " + " ".join(sys.argv[1:])
+    this_run = command()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="protlens_scaling_"))
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "rows.jsonl"
@@ -401,7 +401,7 @@ def main() -> None:
     rows = []
 
     def record(row: dict) -> None:
-        row.update(command=command, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        row.update(command=this_run, started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
         rows.append(row)
         with log.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -426,7 +426,7 @@ def main() -> None:
         print(fmt_table(pipe, ["n", "backend", "knn_s", "leiden_s", "kmeans_s", "tsne_s", "wall_s", "cpu_s",
                                "peak_rss_gb", "ARI_leiden", "ARI_kmeans", "tsne_10nn_acc", "status", "load"]))
     if args.section:
-        write_section([r for r in rows if r["step"] != "pipeline"], args.section, command, args.load_note,
+        write_section([r for r in rows if r["step"] != "pipeline"], args.section, this_run, args.load_note,
                       args.results)
 
 
